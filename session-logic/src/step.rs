@@ -110,6 +110,8 @@ pub enum BackendFailure {
 }
 
 /// What a machine wants next.
+// Returned once per round; boxing the outcome would add an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {

@@ -1,0 +1,74 @@
+//! destroy: delete the session and its index entry in one round, with a
+//! removal cookie; `WAIT` joins the same round under durable revocation.
+//!
+//! ```text
+//!   start ── new / rotated ──► Done(Destroyed, count 0)
+//!     └─ live ──► AwaitDelete [DEL, index?, WAIT?] ──► Done(Destroyed + removal cookie)
+//! ```
+
+use crate::engine::Ctx;
+use crate::error::UsageError;
+use crate::expiry::UnixMillis;
+use crate::ops::{IndexChange, Machine, Next, index_command, int, members};
+use crate::outcome::Outcome;
+use crate::session::{Session, Status};
+use crate::step::{Command, Reply};
+
+#[derive(Debug)]
+pub(crate) struct Destroy {
+    session: Session,
+    now: UnixMillis,
+    index_at: Option<usize>,
+    wait_at: Option<usize>,
+}
+
+impl Destroy {
+    pub(crate) fn new(session: Session, now: UnixMillis) -> Destroy {
+        Destroy { session, now, index_at: None, wait_at: None }
+    }
+}
+
+impl Machine for Destroy {
+    fn start(&mut self, ctx: &Ctx) -> Next {
+        let s = &self.session;
+        let id = match (s.status, &s.id) {
+            (Status::Live, Some(id)) => id,
+            (Status::Rotated, _) => return Next::Finish(Ok(Outcome::Destroyed { cookie: None, count: 0 })),
+            _ => {
+                let cookie = s.stale_cookie.then(|| ctx.removal_cookie());
+                return Next::Finish(Ok(Outcome::Destroyed { cookie, count: 0 }));
+            }
+        };
+        let mut cmds = vec![Command::new([b"DEL".to_vec(), ctx.keys.session_key(id).into_bytes()])];
+        if let Some(user) = &s.indexed_user {
+            cmds.push(index_command(ctx, IndexChange { user, add: None, remove: vec![ctx.keys.member(id)] }, self.now));
+            self.index_at = Some(cmds.len() - 1);
+        }
+        if let Some(w) = ctx.wait() {
+            cmds.push(w);
+            self.wait_at = Some(cmds.len() - 1);
+        }
+        Next::Send(cmds)
+    }
+
+    fn on_replies(&mut self, ctx: &Ctx, replies: Vec<Reply>) -> Next {
+        let count = match int("DEL", replies.first()) {
+            Ok(n) => u64::try_from(n).unwrap_or(0),
+            Err(e) => return Next::Finish(Err(e)),
+        };
+        if let Some(i) = self.index_at {
+            if let Err(e) = members("index", replies.get(i)) {
+                return Next::Finish(Err(e));
+            }
+        }
+        if let Some(i) = self.wait_at {
+            if let Err(e) = ctx.check_wait(replies.get(i)) {
+                return Next::Finish(Err(e));
+            }
+        }
+        if replies.is_empty() {
+            return Next::Finish(Err(UsageError("missing DEL reply".into()).into()));
+        }
+        Next::Finish(Ok(Outcome::Destroyed { cookie: Some(ctx.removal_cookie()), count }))
+    }
+}

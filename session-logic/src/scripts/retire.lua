@@ -1,0 +1,16 @@
+-- retire: replace a live session by a short-lived "rotated" marker, the old
+-- half of regenerate. An in-flight request that still carries the old cookie
+-- then sees Rotated (no data, no new cookie) until the grace instant. Returns
+-- 1 when retired, 0 when there was no live session to retire (gone or
+-- expired), -1 when it was already rotated; the caller then fails closed.
+-- KEYS[1] old session key
+-- ARGV[1] now  ARGV[2] idle timeout  ARGV[3] grace instant (ms)
+local f = redis.call('HMGET', KEYS[1], '$touch', '$deadline', '$rotated')
+if f[3] then return -1 end
+if not f[1] or not f[2] then return 0 end
+local now, t, d = tonumber(ARGV[1]), tonumber(f[1]), tonumber(f[2])
+if not t or not d or now >= math.min(t + tonumber(ARGV[2]), d) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '$rotated', ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
