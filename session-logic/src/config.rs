@@ -165,7 +165,8 @@ const MAX_FIELDS_LIMIT: usize = 1000;
 impl Config {
     /// Parse JSON and validate.
     pub fn from_json(json: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_json::from_str(json).map_err(|e| ConfigError::new("config", format!("{e}")))?;
+        let config: Config =
+            serde_json::from_str(json).map_err(|e| ConfigError::new("config", format!("{e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -174,10 +175,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.prefix;
         if p.is_empty() || p.len() > MAX_PREFIX {
-            return Err(ConfigError::new("prefix", format!("must be 1..={MAX_PREFIX} bytes (e.g. \"sess:\")")));
+            return Err(ConfigError::new(
+                "prefix",
+                format!("must be 1..={MAX_PREFIX} bytes (e.g. \"sess:\")"),
+            ));
         }
         if let Some(c) = p.chars().find(|c| c.is_control() || c.is_whitespace()) {
-            return Err(ConfigError::new("prefix", format!("must not contain whitespace or control characters (found {c:?})")));
+            return Err(ConfigError::new(
+                "prefix",
+                format!("must not contain whitespace or control characters (found {c:?})"),
+            ));
         }
         if !self.allow_hash_tag && (p.contains('{') || p.contains('}')) {
             return Err(ConfigError::new(
@@ -186,7 +193,10 @@ impl Config {
             ));
         }
         if p.contains(['*', '?', '[', ']', '\\']) {
-            return Err(ConfigError::new("prefix", "must not contain glob characters * ? [ ] \\".into()));
+            return Err(ConfigError::new(
+                "prefix",
+                "must not contain glob characters * ? [ ] \\".into(),
+            ));
         }
         positive("idle_timeout_ms", self.idle_timeout_ms)?;
         positive("absolute_lifetime_ms", self.absolute_lifetime_ms)?;
@@ -212,26 +222,44 @@ impl Config {
         }
         positive("rotation_grace_ms", self.rotation_grace_ms)?;
         if self.rotation_grace_ms > 60_000 {
-            return Err(ConfigError::new("rotation_grace_ms", "must be at most 60000 (a few seconds is enough for in-flight requests)".into()));
+            return Err(ConfigError::new(
+                "rotation_grace_ms",
+                "must be at most 60000 (a few seconds is enough for in-flight requests)".into(),
+            ));
         }
         if let Some(every) = self.rotate_every_ms {
             positive("rotate_every_ms", every)?;
         }
         if self.max_fields == 0 || self.max_fields > MAX_FIELDS_LIMIT {
-            return Err(ConfigError::new("max_fields", format!("must be 1..={MAX_FIELDS_LIMIT}")));
+            return Err(ConfigError::new(
+                "max_fields",
+                format!("must be 1..={MAX_FIELDS_LIMIT}"),
+            ));
         }
         if self.max_field_bytes == 0 || self.max_field_bytes > self.max_record_bytes {
-            return Err(ConfigError::new("max_field_bytes", "must be at least 1 and at most max_record_bytes".into()));
+            return Err(ConfigError::new(
+                "max_field_bytes",
+                "must be at least 1 and at most max_record_bytes".into(),
+            ));
         }
         if self.max_record_bytes > 64 * 1024 * 1024 {
-            return Err(ConfigError::new("max_record_bytes", "must be at most 67108864 (64 MiB)".into()));
+            return Err(ConfigError::new(
+                "max_record_bytes",
+                "must be at most 67108864 (64 MiB)".into(),
+            ));
         }
         if self.max_sessions_per_user == Some(0) {
-            return Err(ConfigError::new("max_sessions_per_user", "must be at least 1, or absent for no cap".into()));
+            return Err(ConfigError::new(
+                "max_sessions_per_user",
+                "must be at least 1, or absent for no cap".into(),
+            ));
         }
         if let Some(d) = self.durable_revocation {
             if d.replicas == 0 {
-                return Err(ConfigError::new("durable_revocation.replicas", "must be at least 1, or leave durable_revocation out".into()));
+                return Err(ConfigError::new(
+                    "durable_revocation.replicas",
+                    "must be at least 1, or leave durable_revocation out".into(),
+                ));
             }
             positive("durable_revocation.timeout_ms", d.timeout_ms)?;
         }
@@ -241,16 +269,26 @@ impl Config {
         if let Some(d) = &c.domain {
             cookie::check_domain(d).map_err(|m| ConfigError::new("cookie.domain", m))?;
         }
-        cookie::check_prefix_rules(&c.name, c.secure, &c.path, c.domain.as_deref()).map_err(|m| ConfigError::new("cookie.name", m))?;
+        cookie::check_prefix_rules(&c.name, c.secure, &c.path, c.domain.as_deref())
+            .map_err(|m| ConfigError::new("cookie.name", m))?;
         if c.same_site == SameSite::None && !c.secure {
-            return Err(ConfigError::new("cookie.same_site", "\"none\" requires cookie.secure: true (browsers drop it otherwise)".into()));
+            return Err(ConfigError::new(
+                "cookie.same_site",
+                "\"none\" requires cookie.secure: true (browsers drop it otherwise)".into(),
+            ));
         }
         if c.max_header_bytes < 64 || c.max_header_bytes > 1024 * 1024 {
-            return Err(ConfigError::new("cookie.max_header_bytes", "must be 64..=1048576".into()));
+            return Err(ConfigError::new(
+                "cookie.max_header_bytes",
+                "must be 64..=1048576".into(),
+            ));
         }
         if let Some(k) = &self.log_key {
             if k.len() < 16 {
-                return Err(ConfigError::new("log_key", "must be at least 16 bytes of secret, or absent".into()));
+                return Err(ConfigError::new(
+                    "log_key",
+                    "must be at least 16 bytes of secret, or absent".into(),
+                ));
             }
         }
         Ok(())
@@ -261,7 +299,10 @@ fn positive(field: &'static str, v: u64) -> Result<(), ConfigError> {
     // 10 years in ms: anything longer is a unit mistake (seconds vs ms, say).
     const MAX: u64 = 10 * 365 * 24 * 3600 * 1000;
     if v == 0 || v > MAX {
-        return Err(ConfigError::new(field, format!("must be 1..={MAX} milliseconds (got {v})")));
+        return Err(ConfigError::new(
+            field,
+            format!("must be 1..={MAX} milliseconds (got {v})"),
+        ));
     }
     Ok(())
 }
@@ -291,9 +332,14 @@ mod tests {
 
     #[test]
     fn idle_longer_than_lifetime_is_refused_with_both_values() {
-        let e = Config::from_json(r#"{"idle_timeout_ms": 7200000, "absolute_lifetime_ms": 3600000}"#).unwrap_err();
+        let e =
+            Config::from_json(r#"{"idle_timeout_ms": 7200000, "absolute_lifetime_ms": 3600000}"#)
+                .unwrap_err();
         assert_eq!(e.field, "idle_timeout_ms");
-        assert!(e.message.contains("(2h)") && e.message.contains("(1h)"), "{e}");
+        assert!(
+            e.message.contains("(2h)") && e.message.contains("(1h)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -304,20 +350,27 @@ mod tests {
 
     #[test]
     fn hash_tag_in_prefix_needs_the_explicit_option() {
-        assert_eq!(Config::from_json(r#"{"prefix": "{s}:"}"#).unwrap_err().field, "prefix");
+        assert_eq!(
+            Config::from_json(r#"{"prefix": "{s}:"}"#)
+                .unwrap_err()
+                .field,
+            "prefix"
+        );
         Config::from_json(r#"{"prefix": "{s}:", "allow_hash_tag": true}"#).unwrap();
     }
 
     #[test]
     fn host_prefixed_cookie_needs_secure_root_path_and_no_domain() {
-        let e = Config::from_json(r#"{"cookie": {"name": "__Host-sid", "domain": "example.com"}}"#).unwrap_err();
+        let e = Config::from_json(r#"{"cookie": {"name": "__Host-sid", "domain": "example.com"}}"#)
+            .unwrap_err();
         assert_eq!(e.field, "cookie.name");
         Config::from_json(r#"{"cookie": {"name": "__Host-sid"}}"#).unwrap();
     }
 
     #[test]
     fn samesite_none_needs_secure() {
-        let e = Config::from_json(r#"{"cookie": {"same_site": "none", "secure": false}}"#).unwrap_err();
+        let e =
+            Config::from_json(r#"{"cookie": {"same_site": "none", "secure": false}}"#).unwrap_err();
         assert_eq!(e.field, "cookie.same_site");
     }
 }

@@ -55,17 +55,27 @@ impl Ctx {
 
     /// `WAIT n ms` when durable revocation is on.
     pub(crate) fn wait(&self) -> Option<Command> {
-        self.config
-            .durable_revocation
-            .map(|d| Command::new([b"WAIT".to_vec(), d.replicas.to_string().into_bytes(), d.timeout_ms.to_string().into_bytes()]))
+        self.config.durable_revocation.map(|d| {
+            Command::new([
+                b"WAIT".to_vec(),
+                d.replicas.to_string().into_bytes(),
+                d.timeout_ms.to_string().into_bytes(),
+            ])
+        })
     }
 
     /// Check a `WAIT` reply against the configured replica count.
     pub(crate) fn check_wait(&self, reply: Option<&Reply>) -> Result<(), Error> {
-        let Some(d) = self.config.durable_revocation else { return Ok(()) };
+        let Some(d) = self.config.durable_revocation else {
+            return Ok(());
+        };
         match reply {
             Some(Reply::Int(n)) if *n >= i64::from(d.replicas) => Ok(()),
-            Some(Reply::Int(n)) => Err(BackendError::NotDurable { acked: *n, wanted: d.replicas }.into()),
+            Some(Reply::Int(n)) => Err(BackendError::NotDurable {
+                acked: *n,
+                wanted: d.replicas,
+            }
+            .into()),
             Some(other) => Err(ops::unexpected("WAIT", other)),
             None => Err(UsageError("missing WAIT reply".into()).into()),
         }
@@ -84,8 +94,17 @@ impl Ctx {
     }
 
     /// The Set-Cookie for a session ID, in step with its absolute deadline.
-    pub(crate) fn set_cookie(&self, id: &SessionId, deadline: UnixMillis, now: UnixMillis) -> String {
-        let lifetime = self.config.cookie.persistent.then(|| (deadline.since(now) / 1000, deadline));
+    pub(crate) fn set_cookie(
+        &self,
+        id: &SessionId,
+        deadline: UnixMillis,
+        now: UnixMillis,
+    ) -> String {
+        let lifetime = self
+            .config
+            .cookie
+            .persistent
+            .then(|| (deadline.since(now) / 1000, deadline));
         cookie::render(&self.attrs(), id.expose(), lifetime)
     }
 
@@ -112,7 +131,9 @@ pub struct Engine {
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine").field("prefix", &self.ctx.config.prefix).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("prefix", &self.ctx.config.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +143,13 @@ impl Engine {
         config.validate()?;
         let keys = Keyspace::new(&config);
         let log_key = config.log_key.clone().unwrap_or_default().into_bytes();
-        Ok(Engine { ctx: Arc::new(Ctx { config, keys, log_key }) })
+        Ok(Engine {
+            ctx: Arc::new(Ctx {
+                config,
+                keys,
+                log_key,
+            }),
+        })
     }
 
     /// The validated config.
@@ -174,7 +201,9 @@ impl Engine {
     /// New ID, same data (including unsaved changes), new absolute lifetime;
     /// the old ID becomes a short-lived rotated marker. One round.
     pub fn regenerate(&self, session: Session, entropy: Entropy, now: UnixMillis) -> Op {
-        self.op(ops::regenerate::Regenerate::new(session, entropy, now, false))
+        self.op(ops::regenerate::Regenerate::new(
+            session, entropy, now, false,
+        ))
     }
 
     /// Delete the session and send a removal cookie. One round.
@@ -190,24 +219,46 @@ impl Engine {
     /// Logout everywhere: delete every session of `user`, except `keep`
     /// (e.g. the current one after a password change). Two rounds for any
     /// number of sessions.
-    pub fn destroy_all_for_user(&self, user: &UserId, keep: Option<&Session>, now: UnixMillis) -> Op {
-        let keep = keep.and_then(|s| s.id.as_ref()).map(|id| self.ctx.keys.member(id));
+    pub fn destroy_all_for_user(
+        &self,
+        user: &UserId,
+        keep: Option<&Session>,
+        now: UnixMillis,
+    ) -> Op {
+        let keep = keep
+            .and_then(|s| s.id.as_ref())
+            .map(|id| self.ctx.keys.member(id));
         self.op(ops::user::DestroyAll::new(user.clone(), keep, now))
     }
 
     /// "My devices": the user's live sessions. Two rounds.
-    pub fn list_user_sessions(&self, user: &UserId, current: Option<&Session>, now: UnixMillis) -> Op {
-        let current = current.and_then(|s| s.id.as_ref()).map(|id| self.ctx.keys.member(id));
+    pub fn list_user_sessions(
+        &self,
+        user: &UserId,
+        current: Option<&Session>,
+        now: UnixMillis,
+    ) -> Op {
+        let current = current
+            .and_then(|s| s.id.as_ref())
+            .map(|id| self.ctx.keys.member(id));
         self.op(ops::user::List::new(user.clone(), current, now))
     }
 
     /// Sign out one device of `user` by the handle from `list_user_sessions`.
     pub fn destroy_user_session(&self, user: &UserId, handle: &str, now: UnixMillis) -> Op {
-        self.op(ops::user::DestroyOne::new(user.clone(), handle.to_owned(), now))
+        self.op(ops::user::DestroyOne::new(
+            user.clone(),
+            handle.to_owned(),
+            now,
+        ))
     }
 
     fn op(&self, machine: impl ops::Machine + 'static) -> Op {
-        Op { ctx: Arc::clone(&self.ctx), machine: Box::new(machine), state: State::Start }
+        Op {
+            ctx: Arc::clone(&self.ctx),
+            machine: Box::new(machine),
+            state: State::Start,
+        }
     }
 }
 
@@ -221,7 +272,9 @@ pub struct Op {
 
 impl fmt::Debug for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Op").field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("Op")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -231,7 +284,11 @@ enum State {
     /// A round is out; replies pending.
     AwaitReplies(Round),
     /// Some EVALSHAs came back NOSCRIPT; their EVAL resend is out.
-    AwaitFallback { replies: Vec<Reply>, resend: Vec<usize>, round: Round },
+    AwaitFallback {
+        replies: Vec<Reply>,
+        resend: Vec<usize>,
+        round: Round,
+    },
     Done(Result<Outcome, Error>),
 }
 
@@ -244,7 +301,9 @@ impl Op {
         }
         match &self.state {
             State::Start => Step::Done(Err(UsageError("operation did not start".into()).into())),
-            State::AwaitReplies(round) | State::AwaitFallback { round, .. } => Step::Round(round.clone()),
+            State::AwaitReplies(round) | State::AwaitFallback { round, .. } => {
+                Step::Round(round.clone())
+            }
             State::Done(result) => Step::Done(result.clone()),
         }
     }
@@ -255,7 +314,11 @@ impl Op {
         match state {
             State::AwaitReplies(round) => {
                 if given.len() != round.len() {
-                    return self.poison(format!("round had {} commands but {} replies were given", round.len(), given.len()));
+                    return self.poison(format!(
+                        "round had {} commands but {} replies were given",
+                        round.len(),
+                        given.len()
+                    ));
                 }
                 let resend: Vec<usize> = round
                     .commands()
@@ -269,12 +332,28 @@ impl Op {
                     let next = self.machine.on_replies(&self.ctx, given);
                     return self.advance(next);
                 }
-                let evals = resend.iter().filter_map(|&i| round.commands().get(i)).map(as_eval).collect();
-                self.state = State::AwaitFallback { replies: given, resend, round: Round(evals) };
+                let evals = resend
+                    .iter()
+                    .filter_map(|&i| round.commands().get(i))
+                    .map(as_eval)
+                    .collect();
+                self.state = State::AwaitFallback {
+                    replies: given,
+                    resend,
+                    round: Round(evals),
+                };
             }
-            State::AwaitFallback { mut replies, resend, round } => {
+            State::AwaitFallback {
+                mut replies,
+                resend,
+                round,
+            } => {
                 if given.len() != round.len() {
-                    return self.poison(format!("round had {} commands but {} replies were given", round.len(), given.len()));
+                    return self.poison(format!(
+                        "round had {} commands but {} replies were given",
+                        round.len(),
+                        given.len()
+                    ));
                 }
                 for (&i, reply) in resend.iter().zip(given) {
                     if let Some(slot) = replies.get_mut(i) {
@@ -284,7 +363,9 @@ impl Op {
                 let next = self.machine.on_replies(&self.ctx, replies);
                 self.advance(next);
             }
-            State::Start | State::Done(_) => self.poison("replies given with no round outstanding".into()),
+            State::Start | State::Done(_) => {
+                self.poison("replies given with no round outstanding".into())
+            }
         }
     }
 
@@ -294,13 +375,17 @@ impl Op {
             State::AwaitReplies(_) | State::AwaitFallback { .. } => {
                 self.state = State::Done(Err(BackendError::Failure { failure }.into()));
             }
-            State::Start | State::Done(_) => self.poison("failure reported with no round outstanding".into()),
+            State::Start | State::Done(_) => {
+                self.poison("failure reported with no round outstanding".into())
+            }
         }
     }
 
     fn advance(&mut self, next: ops::Next) {
         self.state = match next {
-            ops::Next::Send(cmds) if cmds.is_empty() => State::Done(Err(UsageError("internal: empty round".into()).into())),
+            ops::Next::Send(cmds) if cmds.is_empty() => {
+                State::Done(Err(UsageError("internal: empty round".into()).into()))
+            }
             ops::Next::Send(cmds) => State::AwaitReplies(Round(cmds)),
             ops::Next::Finish(result) => State::Done(result),
         };
@@ -320,7 +405,9 @@ fn is_noscript(cmd: &Command, reply: &Reply) -> bool {
 fn as_eval(cmd: &Command) -> Command {
     let args = cmd.args();
     let sha = args.get(1).map(Vec::as_slice).unwrap_or_default();
-    let source = Script::from_sha1(sha).map(Script::source).unwrap_or_default();
+    let source = Script::from_sha1(sha)
+        .map(Script::source)
+        .unwrap_or_default();
     let mut argv = vec![b"EVAL".to_vec(), source.as_bytes().to_vec()];
     argv.extend(args.iter().skip(2).cloned());
     Command(argv)

@@ -67,7 +67,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(field: &str, message: String) -> Self {
-        ConfigError { field: field.into(), message }
+        ConfigError {
+            field: field.into(),
+            message,
+        }
     }
 }
 
@@ -90,7 +93,9 @@ pub enum BackendError {
         message: String,
     },
     /// `WAIT` reported fewer replicas than `durable_revocation` requires.
-    #[error("revocation reached {acked} of {wanted} replicas within the timeout; it may be lost on failover")]
+    #[error(
+        "revocation reached {acked} of {wanted} replicas within the timeout; it may be lost on failover"
+    )]
     NotDurable {
         /// Replicas that acknowledged.
         acked: i64,
@@ -98,7 +103,9 @@ pub enum BackendError {
         wanted: u32,
     },
     /// Every derived ID collided: the host's entropy source is broken.
-    #[error("{attempts} fresh session IDs all collided with existing keys; the host's entropy source is broken")]
+    #[error(
+        "{attempts} fresh session IDs all collided with existing keys; the host's entropy source is broken"
+    )]
     Collision {
         /// Attempts made.
         attempts: u32,
@@ -108,7 +115,9 @@ pub enum BackendError {
 impl BackendError {
     fn code(&self) -> &'static str {
         match self {
-            BackendError::Failure { failure: BackendFailure::Timeout } => "backend_timeout",
+            BackendError::Failure {
+                failure: BackendFailure::Timeout,
+            } => "backend_timeout",
             BackendError::Failure { .. } => "backend_unavailable",
             BackendError::Reply { code, .. } if code == "NOPERM" => "backend_noperm",
             BackendError::Reply { .. } => "backend_error",
@@ -128,7 +137,10 @@ impl BackendError {
     /// From a Redis error reply's text.
     pub(crate) fn reply(text: &str) -> Self {
         let code = text.split_whitespace().next().unwrap_or("ERR").to_owned();
-        BackendError::Reply { code, message: text.to_owned() }
+        BackendError::Reply {
+            code,
+            message: text.to_owned(),
+        }
     }
 }
 
@@ -144,13 +156,18 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(what: &str, detail: impl Into<String>) -> Self {
-        DecodeError { what: what.into(), detail: detail.into() }
+        DecodeError {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }
 
 /// A size limit was exceeded; nothing was written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[error("{what} is {size} bytes, over the limit of {limit} ({field}); store less or raise the limit")]
+#[error(
+    "{what} is {size} bytes, over the limit of {limit} ({field}); store less or raise the limit"
+)]
 pub struct TooLarge {
     /// `field`, `record`, `fields`.
     pub what: String,
@@ -174,7 +191,10 @@ pub struct InputError {
 
 impl InputError {
     pub(crate) fn new(what: &str, detail: impl Into<String>) -> Self {
-        InputError { what: what.into(), detail: detail.into() }
+        InputError {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -189,16 +209,25 @@ mod tests {
 
     #[test]
     fn noperm_is_its_own_code() {
-        let e = Error::Backend(BackendError::reply("NOPERM this user has no permissions to access the 'x' key"));
+        let e = Error::Backend(BackendError::reply(
+            "NOPERM this user has no permissions to access the 'x' key",
+        ));
         assert_eq!(e.code(), "backend_noperm");
         assert_eq!(e.status_hint(), 500);
-        let e = Error::Backend(BackendError::Failure { failure: BackendFailure::Timeout });
+        let e = Error::Backend(BackendError::Failure {
+            failure: BackendFailure::Timeout,
+        });
         assert_eq!((e.code(), e.status_hint()), ("backend_timeout", 503));
     }
 
     #[test]
     fn messages_name_the_limit_and_the_fix() {
-        let e = TooLarge { what: "field \"cart\"".into(), field: "max_field_bytes".into(), size: 70000, limit: 65536 };
+        let e = TooLarge {
+            what: "field \"cart\"".into(),
+            field: "max_field_bytes".into(),
+            size: 70000,
+            limit: 65536,
+        };
         assert!(e.to_string().contains("max_field_bytes"));
     }
 }

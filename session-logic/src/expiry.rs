@@ -26,7 +26,12 @@ pub(crate) fn expires_at(touch: UnixMillis, idle_ms: u64, deadline: UnixMillis) 
 }
 
 /// True when a session with this metadata is dead at `now`.
-pub(crate) fn is_expired(now: UnixMillis, touch: UnixMillis, idle_ms: u64, deadline: UnixMillis) -> bool {
+pub(crate) fn is_expired(
+    now: UnixMillis,
+    touch: UnixMillis,
+    idle_ms: u64,
+    deadline: UnixMillis,
+) -> bool {
     now >= expires_at(touch, idle_ms, deadline)
 }
 
@@ -36,10 +41,26 @@ mod tests {
 
     #[test]
     fn expiry_is_the_earlier_of_idle_and_absolute() {
-        assert_eq!(expires_at(UnixMillis(100), 50, UnixMillis(1000)), UnixMillis(150));
-        assert_eq!(expires_at(UnixMillis(990), 50, UnixMillis(1000)), UnixMillis(1000));
-        assert!(is_expired(UnixMillis(150), UnixMillis(100), 50, UnixMillis(1000)));
-        assert!(!is_expired(UnixMillis(149), UnixMillis(100), 50, UnixMillis(1000)));
+        assert_eq!(
+            expires_at(UnixMillis(100), 50, UnixMillis(1000)),
+            UnixMillis(150)
+        );
+        assert_eq!(
+            expires_at(UnixMillis(990), 50, UnixMillis(1000)),
+            UnixMillis(1000)
+        );
+        assert!(is_expired(
+            UnixMillis(150),
+            UnixMillis(100),
+            50,
+            UnixMillis(1000)
+        ));
+        assert!(!is_expired(
+            UnixMillis(149),
+            UnixMillis(100),
+            50,
+            UnixMillis(1000)
+        ));
     }
 
     #[test]

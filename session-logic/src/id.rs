@@ -88,7 +88,11 @@ mod tests {
     fn minted_ids_are_43_chars_of_base64url_and_parse_back() {
         let id = SessionId::mint(&[0xfb; 32], IdFormat::Base64url);
         assert_eq!(id.expose().len(), 43);
-        assert!(id.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            id.expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(SessionId::parse(id.expose(), IdFormat::Base64url), Some(id));
     }
 
@@ -103,9 +107,20 @@ mod tests {
 
     #[test]
     fn wrong_length_alphabet_or_trailing_bits_is_no_session() {
-        let good = SessionId::mint(&[1; 32], IdFormat::Base64url).expose().to_owned();
-        for bad in ["", "abc", &good[..42], &format!("{good}A"), &good.replace(|_: char| true, "+")] {
-            assert!(SessionId::parse(bad, IdFormat::Base64url).is_none(), "{bad:?}");
+        let good = SessionId::mint(&[1; 32], IdFormat::Base64url)
+            .expose()
+            .to_owned();
+        for bad in [
+            "",
+            "abc",
+            &good[..42],
+            &format!("{good}A"),
+            &good.replace(|_: char| true, "+"),
+        ] {
+            assert!(
+                SessionId::parse(bad, IdFormat::Base64url).is_none(),
+                "{bad:?}"
+            );
         }
         // Same bytes, non-canonical last character (low bits set).
         let mut chars: Vec<char> = good.chars().collect();

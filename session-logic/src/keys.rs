@@ -27,10 +27,16 @@ impl UserId {
     pub fn new(id: impl Into<String>) -> Result<UserId, InputError> {
         let id = id.into();
         if id.is_empty() || id.len() > MAX_USER_ID {
-            return Err(InputError::new("user id", format!("must be 1..={MAX_USER_ID} bytes")));
+            return Err(InputError::new(
+                "user id",
+                format!("must be 1..={MAX_USER_ID} bytes"),
+            ));
         }
         if id.chars().any(char::is_control) {
-            return Err(InputError::new("user id", "must not contain control characters"));
+            return Err(InputError::new(
+                "user id",
+                "must not contain control characters",
+            ));
         }
         Ok(UserId(id))
     }
@@ -69,7 +75,10 @@ pub struct Keyspace {
 
 impl Keyspace {
     pub(crate) fn new(config: &Config) -> Keyspace {
-        Keyspace { prefix: config.prefix.clone(), scheme: config.key_scheme }
+        Keyspace {
+            prefix: config.prefix.clone(),
+            scheme: config.key_scheme,
+        }
     }
 
     /// The index member for a session: the key without its prefix. With the
@@ -157,7 +166,10 @@ mod tests {
         assert_eq!(k, "sess:user:%7Bevil%7D%3Ax%2A");
         assert!(!k[5..].contains(['{', '}', '*']));
         // Escaping is injective: the literal text of an escape is escaped too.
-        assert_ne!(ks().user_key(&UserId::new("%7B").unwrap()), ks().user_key(&UserId::new("{").unwrap()));
+        assert_ne!(
+            ks().user_key(&UserId::new("%7B").unwrap()),
+            ks().user_key(&UserId::new("{").unwrap())
+        );
     }
 
     #[test]

@@ -102,7 +102,9 @@ impl Outcome {
     /// The `Set-Cookie` value to send, if any.
     pub fn cookie(&self) -> Option<&str> {
         match self {
-            Outcome::Saved { cookie, .. } | Outcome::Gone { cookie } | Outcome::Destroyed { cookie, .. } => cookie.as_deref(),
+            Outcome::Saved { cookie, .. }
+            | Outcome::Gone { cookie }
+            | Outcome::Destroyed { cookie, .. } => cookie.as_deref(),
             _ => None,
         }
     }

@@ -75,7 +75,10 @@ const WHAT: &str = "session record";
 /// Decode a flat `HGETALL`-shaped reply.
 pub(crate) fn decode(reply: &Reply) -> Result<Stored, DecodeError> {
     let Reply::Array(items) = reply else {
-        return Err(DecodeError::new(WHAT, format!("expected an array reply, got {}", shape(reply))));
+        return Err(DecodeError::new(
+            WHAT,
+            format!("expected an array reply, got {}", shape(reply)),
+        ));
     };
     if items.is_empty() {
         return Ok(Stored::Absent);
@@ -85,7 +88,9 @@ pub(crate) fn decode(reply: &Reply) -> Result<Stored, DecodeError> {
     }
     let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
     for pair in items.chunks_exact(2) {
-        let (Some(f), Some(v)) = (pair.first(), pair.get(1)) else { continue };
+        let (Some(f), Some(v)) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
         let f = text(f, "field name")?;
         let v = text(v, "field value")?;
         if fields.insert(f, v).is_some() {
@@ -97,11 +102,25 @@ pub(crate) fn decode(reply: &Reply) -> Result<Stored, DecodeError> {
     }
     match fields.get(VERSION) {
         Some(&FORMAT_VERSION) => {}
-        Some(v) => return Err(DecodeError::new(WHAT, format!("format version {v:?} is not {FORMAT_VERSION:?}; written by a newer or foreign writer"))),
-        None => return Err(DecodeError::new(WHAT, "missing $v (not written by session-logic)")),
+        Some(v) => {
+            return Err(DecodeError::new(
+                WHAT,
+                format!(
+                    "format version {v:?} is not {FORMAT_VERSION:?}; written by a newer or foreign writer"
+                ),
+            ));
+        }
+        None => {
+            return Err(DecodeError::new(
+                WHAT,
+                "missing $v (not written by session-logic)",
+            ));
+        }
     }
     let required = |name: &str| -> Result<u64, DecodeError> {
-        let v = fields.get(name).ok_or_else(|| DecodeError::new(WHAT, format!("missing {name}")))?;
+        let v = fields
+            .get(name)
+            .ok_or_else(|| DecodeError::new(WHAT, format!("missing {name}")))?;
         number(name, v)
     };
     let meta = Meta {
@@ -112,7 +131,9 @@ pub(crate) fn decode(reply: &Reply) -> Result<Stored, DecodeError> {
         binding: fields.get(BIND).map(|s| (*s).to_owned()),
     };
     let user = match fields.get(USER) {
-        Some(u) => Some(UserId::new(*u).map_err(|e| DecodeError::new(WHAT, format!("$user: {e}")))?),
+        Some(u) => {
+            Some(UserId::new(*u).map_err(|e| DecodeError::new(WHAT, format!("$user: {e}")))?)
+        }
         None => None,
     };
     let auth_at = match fields.get(AUTH_AT) {
@@ -127,24 +148,38 @@ pub(crate) fn decode(reply: &Reply) -> Result<Stored, DecodeError> {
         if f.is_empty() {
             return Err(DecodeError::new(WHAT, "empty data field name"));
         }
-        let value: Value = serde_json::from_str(v).map_err(|e| DecodeError::new(WHAT, format!("field {f:?} is not JSON: {e}")))?;
+        let value: Value = serde_json::from_str(v)
+            .map_err(|e| DecodeError::new(WHAT, format!("field {f:?} is not JSON: {e}")))?;
         data.insert(f.to_owned(), value);
     }
-    Ok(Stored::Live { meta, user, auth_at, data })
+    Ok(Stored::Live {
+        meta,
+        user,
+        auth_at,
+        data,
+    })
 }
 
 fn text<'a>(r: &'a Reply, what: &str) -> Result<&'a str, DecodeError> {
     match r {
-        Reply::Bulk(b) => std::str::from_utf8(b).map_err(|_| DecodeError::new(WHAT, format!("{what} is not UTF-8"))),
-        other => Err(DecodeError::new(WHAT, format!("{what} is {}, not a bulk string", shape(other)))),
+        Reply::Bulk(b) => std::str::from_utf8(b)
+            .map_err(|_| DecodeError::new(WHAT, format!("{what} is not UTF-8"))),
+        other => Err(DecodeError::new(
+            WHAT,
+            format!("{what} is {}, not a bulk string", shape(other)),
+        )),
     }
 }
 
 fn number(field: &str, v: &str) -> Result<u64, DecodeError> {
     if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DecodeError::new(WHAT, format!("{field} is {v:?}, not a decimal integer")));
+        return Err(DecodeError::new(
+            WHAT,
+            format!("{field} is {v:?}, not a decimal integer"),
+        ));
     }
-    v.parse().map_err(|_| DecodeError::new(WHAT, format!("{field} is {v:?}, out of range")))
+    v.parse()
+        .map_err(|_| DecodeError::new(WHAT, format!("{field} is {v:?}, out of range")))
 }
 
 /// One word describing a reply's shape, for messages.
@@ -160,7 +195,11 @@ pub(crate) fn shape(r: &Reply) -> &'static str {
 }
 
 /// The metadata fields of a new record, in a fixed order.
-pub(crate) fn encode_meta(meta: &Meta, user: Option<&UserId>, auth_at: Option<UnixMillis>) -> Vec<(String, String)> {
+pub(crate) fn encode_meta(
+    meta: &Meta,
+    user: Option<&UserId>,
+    auth_at: Option<UnixMillis>,
+) -> Vec<(String, String)> {
     let mut out = vec![
         (VERSION.to_owned(), FORMAT_VERSION.to_owned()),
         (CREATED.to_owned(), meta.created.0.to_string()),
@@ -192,16 +231,33 @@ mod tests {
     use super::*;
 
     fn arr(pairs: &[(&str, &str)]) -> Reply {
-        Reply::Array(pairs.iter().flat_map(|(f, v)| [Reply::bulk(*f), Reply::bulk(*v)]).collect())
+        Reply::Array(
+            pairs
+                .iter()
+                .flat_map(|(f, v)| [Reply::bulk(*f), Reply::bulk(*v)])
+                .collect(),
+        )
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {
-        vec![("$v", "1"), ("$created", "10"), ("$deadline", "100"), ("$touch", "20"), ("$rev", "3"), ("cart", "[1,2]")]
+        vec![
+            ("$v", "1"),
+            ("$created", "10"),
+            ("$deadline", "100"),
+            ("$touch", "20"),
+            ("$rev", "3"),
+            ("cart", "[1,2]"),
+        ]
     }
 
     #[test]
     fn a_written_record_decodes() {
-        let Stored::Live { meta, data, user, .. } = decode(&arr(&good())).unwrap() else { panic!() };
+        let Stored::Live {
+            meta, data, user, ..
+        } = decode(&arr(&good())).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(meta.rev, 3);
         assert_eq!(data["cart"], serde_json::json!([1, 2]));
         assert!(user.is_none());
@@ -226,15 +282,29 @@ mod tests {
     #[test]
     fn markers_and_absence_are_not_errors() {
         assert_eq!(decode(&Reply::Array(vec![])).unwrap(), Stored::Absent);
-        assert_eq!(decode(&arr(&[("$rotated", "55")])).unwrap(), Stored::Rotated(UnixMillis(55)));
+        assert_eq!(
+            decode(&arr(&[("$rotated", "55")])).unwrap(),
+            Stored::Rotated(UnixMillis(55))
+        );
     }
 
     #[test]
     fn odd_shapes_are_decode_errors() {
-        for r in [Reply::Nil, Reply::Int(1), Reply::Array(vec![Reply::Int(1), Reply::Int(2)]), Reply::Array(vec![Reply::bulk("a")])] {
+        for r in [
+            Reply::Nil,
+            Reply::Int(1),
+            Reply::Array(vec![Reply::Int(1), Reply::Int(2)]),
+            Reply::Array(vec![Reply::bulk("a")]),
+        ] {
             assert!(decode(&r).is_err(), "{r:?}");
         }
         assert!(decode(&arr(&[("$v", "1"), ("$v", "1")])).is_err());
-        assert!(decode(&Reply::Array(vec![Reply::Bulk(vec![0xff]), Reply::bulk("1")])).is_err());
+        assert!(
+            decode(&Reply::Array(vec![
+                Reply::Bulk(vec![0xff]),
+                Reply::bulk("1")
+            ]))
+            .is_err()
+        );
     }
 }

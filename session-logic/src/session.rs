@@ -100,13 +100,23 @@ impl Session {
 
     /// Set a data value. Keys are 1..=256 bytes and must not start with `$`
     /// (reserved for metadata). Setting an equal value records no change.
-    pub fn insert(&mut self, key: impl Into<String>, value: Value) -> Result<Option<Value>, InputError> {
+    pub fn insert(
+        &mut self,
+        key: impl Into<String>,
+        value: Value,
+    ) -> Result<Option<Value>, InputError> {
         let key = key.into();
         if key.is_empty() || key.len() > MAX_KEY {
-            return Err(InputError::new("data key", format!("must be 1..={MAX_KEY} bytes")));
+            return Err(InputError::new(
+                "data key",
+                format!("must be 1..={MAX_KEY} bytes"),
+            ));
         }
         if key.starts_with('$') {
-            return Err(InputError::new("data key", format!("{key:?} starts with '$', which is reserved for metadata")));
+            return Err(InputError::new(
+                "data key",
+                format!("{key:?} starts with '$', which is reserved for metadata"),
+            ));
         }
         if self.data.get(&key) == Some(&value) {
             return Ok(Some(value));

@@ -24,7 +24,12 @@ pub(crate) struct Destroy {
 
 impl Destroy {
     pub(crate) fn new(session: Session, now: UnixMillis) -> Destroy {
-        Destroy { session, now, index_at: None, wait_at: None }
+        Destroy {
+            session,
+            now,
+            index_at: None,
+            wait_at: None,
+        }
     }
 }
 
@@ -33,15 +38,31 @@ impl Machine for Destroy {
         let s = &self.session;
         let id = match (s.status, &s.id) {
             (Status::Live, Some(id)) => id,
-            (Status::Rotated, _) => return Next::Finish(Ok(Outcome::Destroyed { cookie: None, count: 0 })),
+            (Status::Rotated, _) => {
+                return Next::Finish(Ok(Outcome::Destroyed {
+                    cookie: None,
+                    count: 0,
+                }));
+            }
             _ => {
                 let cookie = s.stale_cookie.then(|| ctx.removal_cookie());
                 return Next::Finish(Ok(Outcome::Destroyed { cookie, count: 0 }));
             }
         };
-        let mut cmds = vec![Command::new([b"DEL".to_vec(), ctx.keys.session_key(id).into_bytes()])];
+        let mut cmds = vec![Command::new([
+            b"DEL".to_vec(),
+            ctx.keys.session_key(id).into_bytes(),
+        ])];
         if let Some(user) = &s.indexed_user {
-            cmds.push(index_command(ctx, IndexChange { user, add: None, remove: vec![ctx.keys.member(id)] }, self.now));
+            cmds.push(index_command(
+                ctx,
+                IndexChange {
+                    user,
+                    add: None,
+                    remove: vec![ctx.keys.member(id)],
+                },
+                self.now,
+            ));
             self.index_at = Some(cmds.len() - 1);
         }
         if let Some(w) = ctx.wait() {
@@ -69,6 +90,9 @@ impl Machine for Destroy {
         if replies.is_empty() {
             return Next::Finish(Err(UsageError("missing DEL reply".into()).into()));
         }
-        Next::Finish(Ok(Outcome::Destroyed { cookie: Some(ctx.removal_cookie()), count }))
+        Next::Finish(Ok(Outcome::Destroyed {
+            cookie: Some(ctx.removal_cookie()),
+            count,
+        }))
     }
 }

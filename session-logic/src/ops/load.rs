@@ -42,16 +42,31 @@ pub(crate) struct Load {
 
 impl Load {
     pub(crate) fn from_header(header: Option<&str>, client: Option<&str>, now: UnixMillis) -> Load {
-        Load { source: Source::Header(header.map(str::to_owned)), client: client.map(str::to_owned), now, id: None, binding: None }
+        Load {
+            source: Source::Header(header.map(str::to_owned)),
+            client: client.map(str::to_owned),
+            now,
+            id: None,
+            binding: None,
+        }
     }
 
     pub(crate) fn from_id(id: &str, client: Option<&str>, now: UnixMillis) -> Load {
-        Load { source: Source::Id(id.to_owned()), client: client.map(str::to_owned), now, id: None, binding: None }
+        Load {
+            source: Source::Id(id.to_owned()),
+            client: client.map(str::to_owned),
+            now,
+            id: None,
+            binding: None,
+        }
     }
 
     fn none(&self, reason: Absent) -> Next {
         let stale = matches!(reason, Absent::Malformed | Absent::Unknown);
-        Next::Finish(Ok(Outcome::None { reason, session: Session::fresh(stale, self.binding.clone()) }))
+        Next::Finish(Ok(Outcome::None {
+            reason,
+            session: Session::fresh(stale, self.binding.clone()),
+        }))
     }
 
     /// The first well-formed ID among the cookie's values, or why there is none.
@@ -65,7 +80,10 @@ impl Load {
                 match cookie::find_values(h, &c.name, c.max_header_bytes) {
                     Err(CookieHeaderError::Oversized) => Err(Absent::Malformed),
                     Ok(values) if values.is_empty() => Err(Absent::NoCookie),
-                    Ok(values) => values.iter().find_map(|v| SessionId::parse(v, format)).ok_or(Absent::Malformed),
+                    Ok(values) => values
+                        .iter()
+                        .find_map(|v| SessionId::parse(v, format))
+                        .ok_or(Absent::Malformed),
                 }
             }
         }
@@ -95,7 +113,9 @@ impl Machine for Load {
 
     fn on_replies(&mut self, ctx: &Ctx, replies: Vec<Reply>) -> Next {
         let Some(reply) = replies.into_iter().next() else {
-            return Next::Finish(Err(crate::error::UsageError("missing load reply".into()).into()));
+            return Next::Finish(Err(
+                crate::error::UsageError("missing load reply".into()).into()
+            ));
         };
         if let Reply::Error(e) = &reply {
             return Next::Finish(Err(reply_error(e)));
@@ -114,9 +134,17 @@ impl Machine for Load {
                 Next::Finish(Ok(Outcome::Rotated(s)))
             }
             Stored::Rotated(_) => self.none(Absent::Unknown),
-            Stored::Live { mut meta, user, auth_at, data } => {
+            Stored::Live {
+                mut meta,
+                user,
+                auth_at,
+                data,
+            } => {
                 if is_expired(now, meta.touch, c.idle_timeout_ms, meta.deadline) {
-                    return Next::Finish(Ok(Outcome::Expired(Session::fresh(true, self.binding.clone()))));
+                    return Next::Finish(Ok(Outcome::Expired(Session::fresh(
+                        true,
+                        self.binding.clone(),
+                    ))));
                 }
                 let mismatch = match (&meta.binding, &self.binding) {
                     (Some(stored), Some(seen)) => stored != seen,
@@ -125,13 +153,18 @@ impl Machine for Load {
                 };
                 if mismatch && c.client_binding == BindingPolicy::Reject {
                     // The session itself survives: the rightful client keeps it.
-                    return Next::Finish(Ok(Outcome::None { reason: Absent::BindingMismatch, session: Session::fresh(false, None) }));
+                    return Next::Finish(Ok(Outcome::None {
+                        reason: Absent::BindingMismatch,
+                        session: Session::fresh(false, None),
+                    }));
                 }
                 // Mirror load.lua's throttled touch.
                 if now.since(meta.touch) >= c.touch_interval_ms && now > meta.touch {
                     meta.touch = now;
                 }
-                let rotation_due = c.rotate_every_ms.is_some_and(|every| now.since(meta.created) >= every);
+                let rotation_due = c
+                    .rotate_every_ms
+                    .is_some_and(|every| now.since(meta.created) >= every);
                 let mut s = Session::fresh(false, None);
                 s.id = self.id.take();
                 s.status = Status::Live;

@@ -48,7 +48,11 @@ pub(crate) fn reply_error(text: &str) -> Error {
 pub(crate) fn unexpected(what: &str, reply: &Reply) -> Error {
     match reply {
         Reply::Error(e) => reply_error(e),
-        other => DecodeError::new(&format!("{what} reply"), format!("unexpected {}", shape(other))).into(),
+        other => DecodeError::new(
+            &format!("{what} reply"),
+            format!("unexpected {}", shape(other)),
+        )
+        .into(),
     }
 }
 
@@ -72,7 +76,9 @@ pub(crate) fn members(what: &str, reply: Option<&Reply>) -> Result<Vec<String>, 
     items
         .iter()
         .map(|r| match r {
-            Reply::Bulk(b) => String::from_utf8(b.clone()).map_err(|_| DecodeError::new(&format!("{what} reply"), "member is not UTF-8").into()),
+            Reply::Bulk(b) => String::from_utf8(b.clone()).map_err(|_| {
+                DecodeError::new(&format!("{what} reply"), "member is not UTF-8").into()
+            }),
             other => Err(unexpected(what, other)),
         })
         .collect()
@@ -103,5 +109,8 @@ pub(crate) fn index_command(ctx: &Ctx, change: IndexChange<'_>, now: UnixMillis)
 
 /// `DEL key` for each evicted index member.
 pub(crate) fn evictions(ctx: &Ctx, evicted: &[String]) -> Vec<Command> {
-    evicted.iter().map(|m| Command::new([b"DEL".to_vec(), ctx.keys.member_key(m).into_bytes()])).collect()
+    evicted
+        .iter()
+        .map(|m| Command::new([b"DEL".to_vec(), ctx.keys.member_key(m).into_bytes()]))
+        .collect()
 }

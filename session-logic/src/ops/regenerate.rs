@@ -31,8 +31,15 @@ use crate::step::{Command, Reply};
 enum State {
     Start,
     Create(Box<Save>),
-    AwaitMain { rec: NewRecord, index_at: Option<usize>, wait_at: Option<usize> },
-    AwaitRetry { rec: NewRecord, indexed: bool },
+    AwaitMain {
+        rec: NewRecord,
+        index_at: Option<usize>,
+        wait_at: Option<usize>,
+    },
+    AwaitRetry {
+        rec: NewRecord,
+        indexed: bool,
+    },
     AwaitCleanup(Result<Outcome, Error>),
     AwaitEvict(Outcome),
     Done,
@@ -49,18 +56,34 @@ pub(crate) struct Regenerate {
 }
 
 impl Regenerate {
-    pub(crate) fn new(session: Session, entropy: Entropy, now: UnixMillis, keep_deadline: bool) -> Regenerate {
-        Regenerate { session: Some(session), entropy, now, keep_deadline, state: State::Start }
+    pub(crate) fn new(
+        session: Session,
+        entropy: Entropy,
+        now: UnixMillis,
+        keep_deadline: bool,
+    ) -> Regenerate {
+        Regenerate {
+            session: Some(session),
+            entropy,
+            now,
+            keep_deadline,
+            state: State::Start,
+        }
     }
 
     fn take(&mut self) -> Session {
-        self.session.take().unwrap_or_else(|| Session::fresh(false, None))
+        self.session
+            .take()
+            .unwrap_or_else(|| Session::fresh(false, None))
     }
 
     fn success(&mut self, ctx: &Ctx, rec: NewRecord, evicted: Vec<String>) -> Next {
         let session = self.take();
         let cookie = ctx.set_cookie(&rec.id, rec.meta.deadline, self.now);
-        let outcome = Outcome::Saved { session: rec.into_session(session), cookie: Some(cookie) };
+        let outcome = Outcome::Saved {
+            session: rec.into_session(session),
+            cookie: Some(cookie),
+        };
         if evicted.is_empty() {
             return Next::Finish(Ok(outcome));
         }
@@ -70,7 +93,11 @@ impl Regenerate {
 }
 
 fn evicted_from(reply: Option<&Reply>, present: bool) -> Result<Vec<String>, Error> {
-    if present { members("index", reply) } else { Ok(Vec::new()) }
+    if present {
+        members("index", reply)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 impl Machine for Regenerate {
@@ -88,13 +115,28 @@ impl Machine for Regenerate {
                 if let Err(e) = check_sizes(ctx, &session, true) {
                     return Next::Finish(Err(e));
                 }
-                let (Some(old_id), Some(old_meta)) = (session.id.clone(), session.meta.clone()) else {
-                    return Next::Finish(Err(crate::error::InputError::new("session", "live session without id or metadata").into()));
+                let (Some(old_id), Some(old_meta)) = (session.id.clone(), session.meta.clone())
+                else {
+                    return Next::Finish(Err(crate::error::InputError::new(
+                        "session",
+                        "live session without id or metadata",
+                    )
+                    .into()));
                 };
                 let c = &ctx.config;
                 let now = self.now;
-                let deadline = if self.keep_deadline { old_meta.deadline } else { now.plus(c.absolute_lifetime_ms) };
-                let meta = Meta { created: now, deadline, touch: now, rev: 1, binding: old_meta.binding.clone() };
+                let deadline = if self.keep_deadline {
+                    old_meta.deadline
+                } else {
+                    now.plus(c.absolute_lifetime_ms)
+                };
+                let meta = Meta {
+                    created: now,
+                    deadline,
+                    touch: now,
+                    rev: 1,
+                    binding: old_meta.binding.clone(),
+                };
                 let rec = NewRecord::new(ctx, self.entropy, meta);
                 let old_member = ctx.keys.member(&old_id);
                 let mut cmds: Vec<Command> = vec![
@@ -102,14 +144,38 @@ impl Machine for Regenerate {
                     ctx.script(
                         Script::Retire,
                         &ctx.keys.session_key(&old_id),
-                        vec![now.0.to_string(), c.idle_timeout_ms.to_string(), now.plus(c.rotation_grace_ms).0.to_string()],
+                        vec![
+                            now.0.to_string(),
+                            c.idle_timeout_ms.to_string(),
+                            now.plus(c.rotation_grace_ms).0.to_string(),
+                        ],
                     ),
                 ];
-                if let Some(old_user) = session.indexed_user.as_ref().filter(|u| Some(*u) != session.user.as_ref()) {
-                    cmds.push(index_command(ctx, IndexChange { user: old_user, add: None, remove: vec![old_member.clone()] }, now));
+                if let Some(old_user) = session
+                    .indexed_user
+                    .as_ref()
+                    .filter(|u| Some(*u) != session.user.as_ref())
+                {
+                    cmds.push(index_command(
+                        ctx,
+                        IndexChange {
+                            user: old_user,
+                            add: None,
+                            remove: vec![old_member.clone()],
+                        },
+                        now,
+                    ));
                 }
                 let index_at = session.user.as_ref().map(|user| {
-                    cmds.push(index_command(ctx, IndexChange { user, add: Some((deadline, rec.member(ctx))), remove: vec![old_member] }, now));
+                    cmds.push(index_command(
+                        ctx,
+                        IndexChange {
+                            user,
+                            add: Some((deadline, rec.member(ctx))),
+                            remove: vec![old_member],
+                        },
+                        now,
+                    ));
                     cmds.len() - 1
                 });
                 let wait_at = ctx.wait().map(|w| {
@@ -119,7 +185,11 @@ impl Machine for Regenerate {
                 // The old user's index (if any) is no longer ours to track.
                 session.indexed_user = session.user.clone();
                 self.session = Some(session);
-                self.state = State::AwaitMain { rec, index_at, wait_at };
+                self.state = State::AwaitMain {
+                    rec,
+                    index_at,
+                    wait_at,
+                };
                 Next::Send(cmds)
             }
         }
@@ -133,13 +203,19 @@ impl Machine for Regenerate {
                 self.state = State::Create(save);
                 next
             }
-            State::AwaitMain { mut rec, index_at, wait_at } => {
+            State::AwaitMain {
+                mut rec,
+                index_at,
+                wait_at,
+            } => {
                 let created = int("create", replies.first());
                 let retired = int("retire", replies.get(1));
                 let retired = match retired {
                     Ok(1) => Ok(()),
                     // 0: gone or expired, so the browser's cookie is dead too.
-                    Ok(0) => Err(Ok(Outcome::Gone { cookie: Some(ctx.removal_cookie()) })),
+                    Ok(0) => Err(Ok(Outcome::Gone {
+                        cookie: Some(ctx.removal_cookie()),
+                    })),
                     // -1: a parallel request already rotated it; the browser
                     // holds that newer cookie, which we must not clobber.
                     Ok(_) => Err(Ok(Outcome::Gone { cookie: None })),
@@ -147,7 +223,10 @@ impl Machine for Regenerate {
                 };
                 match (created, retired) {
                     (Ok(1), Ok(())) => {
-                        let evicted = match evicted_from(index_at.and_then(|i| replies.get(i)), index_at.is_some()) {
+                        let evicted = match evicted_from(
+                            index_at.and_then(|i| replies.get(i)),
+                            index_at.is_some(),
+                        ) {
                             Ok(m) => m,
                             Err(e) => return Next::Finish(Err(e)),
                         };
@@ -163,17 +242,32 @@ impl Machine for Regenerate {
                             return Next::Finish(Err(e));
                         }
                         let session = self.take();
-                        let cmds = create_round(ctx, &rec, &session, index_at.map(|_| collided), now);
+                        let cmds =
+                            create_round(ctx, &rec, &session, index_at.map(|_| collided), now);
                         self.session = Some(session);
-                        self.state = State::AwaitRetry { rec, indexed: index_at.is_some() };
+                        self.state = State::AwaitRetry {
+                            rec,
+                            indexed: index_at.is_some(),
+                        };
                         Next::Send(cmds)
                     }
                     (Err(e), Ok(())) => Next::Finish(Err(e)),
                     (Ok(1), Err(result)) => {
                         // Fail closed: undo the new record (and its index entry).
-                        let mut cmds = vec![Command::new([b"DEL".to_vec(), ctx.keys.member_key(&rec.member(ctx)).into_bytes()])];
+                        let mut cmds = vec![Command::new([
+                            b"DEL".to_vec(),
+                            ctx.keys.member_key(&rec.member(ctx)).into_bytes(),
+                        ])];
                         if let Some(user) = self.session.as_ref().and_then(|s| s.user.clone()) {
-                            cmds.push(index_command(ctx, IndexChange { user: &user, add: None, remove: vec![rec.member(ctx)] }, now));
+                            cmds.push(index_command(
+                                ctx,
+                                IndexChange {
+                                    user: &user,
+                                    add: None,
+                                    remove: vec![rec.member(ctx)],
+                                },
+                                now,
+                            ));
                         }
                         self.state = State::AwaitCleanup(result);
                         Next::Send(cmds)
@@ -213,7 +307,9 @@ impl Machine for Regenerate {
                 }
                 Next::Finish(Ok(outcome))
             }
-            State::Start | State::Done => Next::Finish(Err(UsageError("replies after the end".into()).into())),
+            State::Start | State::Done => {
+                Next::Finish(Err(UsageError("replies after the end".into()).into()))
+            }
         }
     }
 }

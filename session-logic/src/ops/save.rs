@@ -48,15 +48,31 @@ pub(crate) struct Save {
 
 impl Save {
     pub(crate) fn new(session: Session, entropy: Entropy, now: UnixMillis) -> Save {
-        Save { session: Some(session), entropy: Some(entropy), now, touch_only: false, state: State::Start, result: None }
+        Save {
+            session: Some(session),
+            entropy: Some(entropy),
+            now,
+            touch_only: false,
+            state: State::Start,
+            result: None,
+        }
     }
 
     pub(crate) fn touch(session: Session, now: UnixMillis) -> Save {
-        Save { session: Some(session), entropy: None, now, touch_only: true, state: State::Start, result: None }
+        Save {
+            session: Some(session),
+            entropy: None,
+            now,
+            touch_only: true,
+            state: State::Start,
+            result: None,
+        }
     }
 
     fn take(&mut self) -> Session {
-        self.session.take().unwrap_or_else(|| Session::fresh(false, None))
+        self.session
+            .take()
+            .unwrap_or_else(|| Session::fresh(false, None))
     }
 
     fn create(&mut self, ctx: &Ctx, session: Session, entropy: Entropy) -> Next {
@@ -65,7 +81,13 @@ impl Save {
         }
         let c = &ctx.config;
         let now = self.now;
-        let meta = Meta { created: now, deadline: now.plus(c.absolute_lifetime_ms), touch: now, rev: 1, binding: session.binding.clone() };
+        let meta = Meta {
+            created: now,
+            deadline: now.plus(c.absolute_lifetime_ms),
+            touch: now,
+            rev: 1,
+            binding: session.binding.clone(),
+        };
         let rec = NewRecord::new(ctx, entropy, meta);
         let cmds = create_round(ctx, &rec, &session, None, now);
         let indexed = session.user.is_some();
@@ -79,7 +101,11 @@ impl Save {
             return Next::Finish(Err(e));
         }
         let (Some(id), Some(meta)) = (&session.id, &session.meta) else {
-            return Next::Finish(Err(crate::error::InputError::new("session", "live session without id or metadata").into()));
+            return Next::Finish(Err(crate::error::InputError::new(
+                "session",
+                "live session without id or metadata",
+            )
+            .into()));
         };
         let c = &ctx.config;
         let now = self.now;
@@ -100,7 +126,12 @@ impl Save {
                 _ => deletes.extend([USER.to_owned(), AUTH_AT.to_owned()]),
             }
         }
-        let mut args = vec![now.0.to_string(), c.idle_timeout_ms.to_string(), now.plus(c.idle_timeout_ms).0.to_string(), sets.len().to_string()];
+        let mut args = vec![
+            now.0.to_string(),
+            c.idle_timeout_ms.to_string(),
+            now.plus(c.idle_timeout_ms).0.to_string(),
+            sets.len().to_string(),
+        ];
         for (f, v) in sets {
             args.push(f);
             args.push(v);
@@ -111,12 +142,32 @@ impl Save {
         let deadline = meta.deadline;
         let mut indexed = 0;
         if session.user_changed {
-            if let Some(old) = session.indexed_user.as_ref().filter(|old| Some(*old) != session.user.as_ref()) {
-                cmds.push(index_command(ctx, IndexChange { user: old, add: None, remove: vec![member.clone()] }, now));
+            if let Some(old) = session
+                .indexed_user
+                .as_ref()
+                .filter(|old| Some(*old) != session.user.as_ref())
+            {
+                cmds.push(index_command(
+                    ctx,
+                    IndexChange {
+                        user: old,
+                        add: None,
+                        remove: vec![member.clone()],
+                    },
+                    now,
+                ));
                 indexed += 1;
             }
             if let Some(user) = &session.user {
-                cmds.push(index_command(ctx, IndexChange { user, add: Some((deadline, member)), remove: vec![] }, now));
+                cmds.push(index_command(
+                    ctx,
+                    IndexChange {
+                        user,
+                        add: Some((deadline, member)),
+                        remove: vec![],
+                    },
+                    now,
+                ));
                 indexed += 1;
             }
         }
@@ -138,11 +189,25 @@ impl Save {
 }
 
 /// `[create, index add (and removal of a collided member)]`.
-pub(crate) fn create_round(ctx: &Ctx, rec: &NewRecord, session: &Session, collided: Option<String>, now: UnixMillis) -> Vec<crate::step::Command> {
+pub(crate) fn create_round(
+    ctx: &Ctx,
+    rec: &NewRecord,
+    session: &Session,
+    collided: Option<String>,
+    now: UnixMillis,
+) -> Vec<crate::step::Command> {
     let mut cmds = vec![rec.command(ctx, session, now)];
     if let Some(user) = &session.user {
         let remove = collided.into_iter().collect();
-        cmds.push(index_command(ctx, IndexChange { user, add: Some((rec.meta.deadline, rec.member(ctx))), remove }, now));
+        cmds.push(index_command(
+            ctx,
+            IndexChange {
+                user,
+                add: Some((rec.meta.deadline, rec.member(ctx))),
+                remove,
+            },
+            now,
+        ));
     }
     cmds
 }
@@ -153,12 +218,16 @@ impl Machine for Save {
         match session.status {
             Status::Rotated => Next::Finish(Ok(Outcome::Rotated(session))),
             Status::New if self.touch_only || session.is_empty_new() => {
-                let cookie = (session.stale_cookie && !self.touch_only).then(|| ctx.removal_cookie());
+                let cookie =
+                    (session.stale_cookie && !self.touch_only).then(|| ctx.removal_cookie());
                 Next::Finish(Ok(Outcome::Saved { session, cookie }))
             }
             Status::New => match self.entropy {
                 Some(entropy) => self.create(ctx, session, entropy),
-                None => Next::Finish(Ok(Outcome::Saved { session, cookie: None })),
+                None => Next::Finish(Ok(Outcome::Saved {
+                    session,
+                    cookie: None,
+                })),
             },
             Status::Live => {
                 if let (true, Some(entropy)) = (session.rotation_due, self.entropy) {
@@ -168,7 +237,10 @@ impl Machine for Save {
                     return next;
                 }
                 if !session.is_dirty() && !self.touch_only {
-                    return Next::Finish(Ok(Outcome::Saved { session, cookie: None }));
+                    return Next::Finish(Ok(Outcome::Saved {
+                        session,
+                        cookie: None,
+                    }));
                 }
                 self.update(ctx, session)
             }
@@ -209,7 +281,14 @@ impl Machine for Save {
                 }
                 let cookie = ctx.set_cookie(&rec.id, rec.meta.deadline, now);
                 let session = rec.into_session(session);
-                self.finish_with_evictions(ctx, Outcome::Saved { session, cookie: Some(cookie) }, evicted)
+                self.finish_with_evictions(
+                    ctx,
+                    Outcome::Saved {
+                        session,
+                        cookie: Some(cookie),
+                    },
+                    evicted,
+                )
             }
             State::AwaitSave { indexed } => {
                 let mut session = self.take();
@@ -230,14 +309,23 @@ impl Machine for Save {
                         s.status = Status::Rotated;
                         Next::Finish(Ok(Outcome::Rotated(s)))
                     }
-                    n if n <= 0 => Next::Finish(Ok(Outcome::Gone { cookie: Some(ctx.removal_cookie()) })),
+                    n if n <= 0 => Next::Finish(Ok(Outcome::Gone {
+                        cookie: Some(ctx.removal_cookie()),
+                    })),
                     n => {
                         if let Some(meta) = session.meta.as_mut() {
                             meta.rev = u64::try_from(n).unwrap_or(meta.rev);
                             meta.touch = meta.touch.max(now);
                         }
                         session.mark_saved();
-                        self.finish_with_evictions(ctx, Outcome::Saved { session, cookie: None }, evicted)
+                        self.finish_with_evictions(
+                            ctx,
+                            Outcome::Saved {
+                                session,
+                                cookie: None,
+                            },
+                            evicted,
+                        )
                     }
                 }
             }
@@ -250,9 +338,14 @@ impl Machine for Save {
                     }
                 }
                 let outcome = self.result.take();
-                Next::Finish(outcome.ok_or_else(|| Error::Usage(crate::error::UsageError("internal: no outcome".into()))))
+                Next::Finish(outcome.ok_or_else(|| {
+                    Error::Usage(crate::error::UsageError("internal: no outcome".into()))
+                }))
             }
-            State::Start | State::Done => Next::Finish(Err(crate::error::UsageError("replies after the end".into()).into())),
+            State::Start | State::Done => Next::Finish(Err(crate::error::UsageError(
+                "replies after the end".into(),
+            )
+            .into())),
         }
     }
 }

@@ -31,12 +31,20 @@ pub(crate) fn handle(member: &str) -> String {
 }
 
 fn zrange(ctx: &Ctx, user: &UserId) -> Command {
-    Command::new([b"ZRANGE".to_vec(), ctx.keys.user_key(user).into_bytes(), b"0".to_vec(), b"-1".to_vec()])
+    Command::new([
+        b"ZRANGE".to_vec(),
+        ctx.keys.user_key(user).into_bytes(),
+        b"0".to_vec(),
+        b"-1".to_vec(),
+    ])
 }
 
 /// `[DEL member…, ZREM index member…, WAIT?]`.
 fn delete_round(ctx: &Ctx, user: &UserId, targets: &[String]) -> Vec<Command> {
-    let mut cmds: Vec<Command> = targets.iter().map(|m| Command::new([b"DEL".to_vec(), ctx.keys.member_key(m).into_bytes()])).collect();
+    let mut cmds: Vec<Command> = targets
+        .iter()
+        .map(|m| Command::new([b"DEL".to_vec(), ctx.keys.member_key(m).into_bytes()]))
+        .collect();
     let mut zrem = vec![b"ZREM".to_vec(), ctx.keys.user_key(user).into_bytes()];
     zrem.extend(targets.iter().map(|m| m.clone().into_bytes()));
     cmds.push(Command(zrem));
@@ -67,7 +75,11 @@ pub(crate) struct DestroyAll {
 impl DestroyAll {
     pub(crate) fn new(user: UserId, keep: Option<String>, now: UnixMillis) -> DestroyAll {
         let _ = now; // the index is read whole: expired members are deleted too
-        DestroyAll { user, keep, targets: None }
+        DestroyAll {
+            user,
+            keep,
+            targets: None,
+        }
     }
 }
 
@@ -83,14 +95,23 @@ impl Machine for DestroyAll {
                     Ok(m) => m,
                     Err(e) => return Next::Finish(Err(e)),
                 };
-                let targets: Vec<String> = all.into_iter().filter(|m| Some(m) != self.keep.as_ref()).collect();
+                let targets: Vec<String> = all
+                    .into_iter()
+                    .filter(|m| Some(m) != self.keep.as_ref())
+                    .collect();
                 if targets.is_empty() {
-                    return Next::Finish(Ok(Outcome::Destroyed { cookie: None, count: 0 }));
+                    return Next::Finish(Ok(Outcome::Destroyed {
+                        cookie: None,
+                        count: 0,
+                    }));
                 }
                 self.targets = Some(targets.len());
                 Next::Send(delete_round(ctx, &self.user, &targets))
             }
-            Some(n) => Next::Finish(deleted(ctx, &replies, n).map(|count| Outcome::Destroyed { cookie: None, count })),
+            Some(n) => Next::Finish(deleted(ctx, &replies, n).map(|count| Outcome::Destroyed {
+                cookie: None,
+                count,
+            })),
         }
     }
 }
@@ -105,11 +126,18 @@ pub(crate) struct List {
 
 impl List {
     pub(crate) fn new(user: UserId, current: Option<String>, now: UnixMillis) -> List {
-        List { user, current, now, members: None }
+        List {
+            user,
+            current,
+            now,
+            members: None,
+        }
     }
 
     fn device(&self, ctx: &Ctx, member: &str, reply: &Reply) -> Result<Option<Device>, Error> {
-        let Reply::Array(items) = reply else { return Err(unexpected("HMGET", reply)) };
+        let Reply::Array(items) = reply else {
+            return Err(unexpected("HMGET", reply));
+        };
         let field = |i: usize| -> Option<&str> {
             match items.get(i) {
                 Some(Reply::Bulk(b)) => std::str::from_utf8(b).ok(),
@@ -119,7 +147,9 @@ impl List {
         let num = |i: usize| field(i).and_then(|s| s.parse::<u64>().ok()).map(UnixMillis);
         // A marker, a vanished or corrupt record, or one re-bound to another
         // user is not a device of this user.
-        let (Some(created), Some(touch), Some(deadline)) = (num(0), num(1), num(2)) else { return Ok(None) };
+        let (Some(created), Some(touch), Some(deadline)) = (num(0), num(1), num(2)) else {
+            return Ok(None);
+        };
         if field(4).is_some() || field(5) != Some(self.user.as_str()) {
             return Ok(None);
         }
@@ -141,7 +171,12 @@ impl List {
 impl Machine for List {
     fn start(&mut self, ctx: &Ctx) -> Next {
         let key = ctx.keys.user_key(&self.user).into_bytes();
-        let prune = Command::new([b"ZREMRANGEBYSCORE".to_vec(), key, b"-inf".to_vec(), self.now.0.to_string().into_bytes()]);
+        let prune = Command::new([
+            b"ZREMRANGEBYSCORE".to_vec(),
+            key,
+            b"-inf".to_vec(),
+            self.now.0.to_string().into_bytes(),
+        ]);
         Next::Send(vec![prune, zrange(ctx, &self.user)])
     }
 
@@ -172,7 +207,10 @@ impl Machine for List {
             }
             Some(all) => {
                 if replies.len() != all.len() {
-                    return Next::Finish(Err(UsageError("HMGET replies do not match members".into()).into()));
+                    return Next::Finish(Err(UsageError(
+                        "HMGET replies do not match members".into(),
+                    )
+                    .into()));
                 }
                 let mut devices = Vec::new();
                 for (m, r) in all.iter().zip(&replies) {
@@ -199,29 +237,47 @@ pub(crate) struct DestroyOne {
 impl DestroyOne {
     pub(crate) fn new(user: UserId, handle: String, now: UnixMillis) -> DestroyOne {
         let _ = now;
-        DestroyOne { user, handle, target: None }
+        DestroyOne {
+            user,
+            handle,
+            target: None,
+        }
     }
 }
 
 impl Machine for DestroyOne {
     fn start(&mut self, ctx: &Ctx) -> Next {
-        let ok = self.handle.len() == 22 && self.handle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = self.handle.len() == 22
+            && self
+                .handle
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
-            return Next::Finish(Err(InputError::new("device handle", "must be the 22-character handle from the device list").into()));
+            return Next::Finish(Err(InputError::new(
+                "device handle",
+                "must be the 22-character handle from the device list",
+            )
+            .into()));
         }
         Next::Send(vec![zrange(ctx, &self.user)])
     }
 
     fn on_replies(&mut self, ctx: &Ctx, replies: Vec<Reply>) -> Next {
         if self.target.is_some() {
-            return Next::Finish(deleted(ctx, &replies, 1).map(|count| Outcome::Destroyed { cookie: None, count }));
+            return Next::Finish(deleted(ctx, &replies, 1).map(|count| Outcome::Destroyed {
+                cookie: None,
+                count,
+            }));
         }
         let all = match members("ZRANGE", replies.first()) {
             Ok(m) => m,
             Err(e) => return Next::Finish(Err(e)),
         };
         let Some(member) = all.into_iter().find(|m| handle(m) == self.handle) else {
-            return Next::Finish(Ok(Outcome::Destroyed { cookie: None, count: 0 }));
+            return Next::Finish(Ok(Outcome::Destroyed {
+                cookie: None,
+                count: 0,
+            }));
         };
         let cmds = delete_round(ctx, &self.user, std::slice::from_ref(&member));
         self.target = Some(member);

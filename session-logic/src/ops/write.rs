@@ -21,7 +21,13 @@ const META_BYTES: usize = 160;
 pub(crate) fn check_sizes(ctx: &Ctx, session: &Session, all_fields: bool) -> Result<(), Error> {
     let c = &ctx.config;
     if session.data.len() > c.max_fields {
-        return Err(TooLarge { what: "session".into(), field: "max_fields".into(), size: session.data.len(), limit: c.max_fields }.into());
+        return Err(TooLarge {
+            what: "session".into(),
+            field: "max_fields".into(),
+            size: session.data.len(),
+            limit: c.max_fields,
+        }
+        .into());
     }
     let mut total = META_BYTES;
     for (k, v) in &session.data {
@@ -29,11 +35,23 @@ pub(crate) fn check_sizes(ctx: &Ctx, session: &Session, all_fields: bool) -> Res
         total += size;
         let written = all_fields || session.changes.get(k) == Some(&Change::Set);
         if written && size > c.max_field_bytes {
-            return Err(TooLarge { what: format!("field {k:?}"), field: "max_field_bytes".into(), size, limit: c.max_field_bytes }.into());
+            return Err(TooLarge {
+                what: format!("field {k:?}"),
+                field: "max_field_bytes".into(),
+                size,
+                limit: c.max_field_bytes,
+            }
+            .into());
         }
     }
     if total > c.max_record_bytes {
-        return Err(TooLarge { what: "record".into(), field: "max_record_bytes".into(), size: total, limit: c.max_record_bytes }.into());
+        return Err(TooLarge {
+            what: "record".into(),
+            field: "max_record_bytes".into(),
+            size: total,
+            limit: c.max_record_bytes,
+        }
+        .into());
     }
     Ok(())
 }
@@ -50,7 +68,12 @@ pub(crate) struct NewRecord {
 impl NewRecord {
     pub(crate) fn new(ctx: &Ctx, entropy: Entropy, meta: Meta) -> NewRecord {
         let id = SessionId::mint(&entropy.attempt(0), ctx.config.id_format);
-        NewRecord { entropy, attempt: 0, id, meta }
+        NewRecord {
+            entropy,
+            attempt: 0,
+            id,
+            meta,
+        }
     }
 
     pub(crate) fn member(&self, ctx: &Ctx) -> String {
@@ -61,7 +84,10 @@ impl NewRecord {
     pub(crate) fn retry(&mut self, ctx: &Ctx) -> Result<(), Error> {
         self.attempt += 1;
         if self.attempt >= MAX_ATTEMPTS {
-            return Err(BackendError::Collision { attempts: self.attempt }.into());
+            return Err(BackendError::Collision {
+                attempts: self.attempt,
+            }
+            .into());
         }
         self.id = SessionId::mint(&self.entropy.attempt(self.attempt), ctx.config.id_format);
         Ok(())

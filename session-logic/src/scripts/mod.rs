@@ -23,7 +23,13 @@ pub enum Script {
 
 impl Script {
     /// Every script, in a fixed order.
-    pub const ALL: [Script; 5] = [Script::Load, Script::Save, Script::Create, Script::Retire, Script::Index];
+    pub const ALL: [Script; 5] = [
+        Script::Load,
+        Script::Save,
+        Script::Create,
+        Script::Retire,
+        Script::Index,
+    ];
 
     /// The Lua source.
     pub fn source(self) -> &'static str {
@@ -50,19 +56,27 @@ impl Script {
     /// Hex SHA-1 of the source, as Redis computes it for EVALSHA.
     pub fn sha1(self) -> &'static str {
         static SHAS: OnceLock<[String; 5]> = OnceLock::new();
-        let shas = SHAS.get_or_init(|| Script::ALL.map(|s| sha1_smol::Sha1::from(s.source()).digest().to_string()));
+        let shas = SHAS.get_or_init(|| {
+            Script::ALL.map(|s| sha1_smol::Sha1::from(s.source()).digest().to_string())
+        });
         // `self as usize` indexes ALL in declaration order, which has exactly 5 entries.
-        shas.get(self as usize).map(String::as_str).unwrap_or_default()
+        shas.get(self as usize)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     /// The script whose SHA-1 is `sha` (for the in-memory backend).
     pub fn from_sha1(sha: &[u8]) -> Option<Script> {
-        Script::ALL.into_iter().find(|s| s.sha1().as_bytes().eq_ignore_ascii_case(sha))
+        Script::ALL
+            .into_iter()
+            .find(|s| s.sha1().as_bytes().eq_ignore_ascii_case(sha))
     }
 
     /// The script whose source is `src` (EVAL in the in-memory backend).
     pub fn from_source(src: &[u8]) -> Option<Script> {
-        Script::ALL.into_iter().find(|s| s.source().as_bytes() == src)
+        Script::ALL
+            .into_iter()
+            .find(|s| s.source().as_bytes() == src)
     }
 }
 
