@@ -85,8 +85,9 @@ pub enum VectorOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VectorFailure {
-    /// Zero-based round index.
-    pub round: usize,
+    /// Zero-based round index (u64, not usize: the same JSON must parse
+    /// identically on wasm32 and 64-bit targets).
+    pub round: u64,
     /// The failure.
     pub failure: BackendFailure,
 }
@@ -204,7 +205,7 @@ fn run_inner(
     })?;
     let mut op = build(&engine, input, entropy)?;
     // Bounded: every op finishes in a handful of rounds; a vector cannot loop us.
-    for i in 0..64 {
+    for i in 0..64u64 {
         match op.poll() {
             Step::Done(result) => return Ok(Some(result)),
             Step::Round(round) => {
@@ -213,7 +214,7 @@ fn run_inner(
                     op.handle_failure(f.failure.clone());
                     continue;
                 }
-                match input.replies.get(i) {
+                match usize::try_from(i).ok().and_then(|i| input.replies.get(i)) {
                     Some(replies) => op.handle_replies(replies.clone()),
                     None => return Ok(None),
                 }

@@ -146,11 +146,12 @@ impl Machine for Load {
                         self.binding.clone(),
                     ))));
                 }
-                let mismatch = match (&meta.binding, &self.binding) {
-                    (Some(stored), Some(seen)) => stored != seen,
-                    (Some(_), None) => true,
-                    _ => false,
-                };
+                let mismatch = c.client_binding != BindingPolicy::Off
+                    && match (&meta.binding, &self.binding) {
+                        (Some(stored), Some(seen)) => stored != seen,
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
                 if mismatch && c.client_binding == BindingPolicy::Reject {
                     // The session itself survives: the rightful client keeps it.
                     return Next::Finish(Ok(Outcome::None {
