@@ -8,6 +8,24 @@
 //! `now`), no randomness, no hash-map iteration. A key whose expiry instant is
 //! at or before `now` does not exist.
 //!
+//! Commands: PING GET SET DEL EXISTS TYPE PEXPIREAT PEXPIRE PTTL HGETALL HGET
+//! HMGET HSET HDEL HINCRBY ZADD ZREM ZCARD ZRANGE ZREMRANGEBYSCORE SCAN WAIT
+//! SCRIPT EVALSHA EVAL, with their Redis 7.0 options. Differences from
+//! `redis-server` 7.0, all deliberate:
+//!
+//! - EVAL and SCRIPT LOAD accept only this crate's scripts, which are
+//!   re-enacted in Rust (same writes, replies and error texts as the Lua).
+//! - At exactly its expiry instant a key is gone here; Redis still serves it
+//!   for that millisecond (it expires keys when `now > instant`).
+//! - WAIT never blocks: it answers [`Memory::set_replicas`] at once.
+//! - SCAN cursors are creation-order positions (a key alive for the whole
+//!   scan is returned exactly once), not Redis's hash-table cursors.
+//! - Hashes keep insertion order, as Redis does only while a hash fits its
+//!   listpack (up to 128 fields of up to 64 bytes); sorted sets store -0 as 0
+//!   the same way.
+//! - Error texts are `String`s, so non-UTF-8 bytes Redis would echo (unknown
+//!   command names, options) are replaced by U+FFFD.
+//!
 //! ```
 //! use session_logic::expiry::UnixMillis;
 //! use session_logic::memory::Memory;
@@ -185,9 +203,8 @@ impl Memory {
         else {
             let sub = lossy(truncated(cstr(sub)));
             let container = lossy(cstr(arg(argv, 0))).to_ascii_uppercase();
-            return Reply::Error(format!(
-                "ERR unknown subcommand '{sub}'. Try {container} HELP."
-            ));
+            let text = format!("ERR unknown subcommand '{sub}'. Try {container} HELP.");
+            return Reply::Error(text.replace(['\r', '\n'], " "));
         };
         if !arity_ok(arity, argv.len()) {
             return arity_error(&format!("script|{name}"));
