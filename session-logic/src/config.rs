@@ -283,6 +283,17 @@ impl Config {
                 "must be 64..=1048576".into(),
             ));
         }
+        // The engine must be able to read back the cookie it issues.
+        let needed = c.name.len() + 1 + 44;
+        if c.max_header_bytes < needed {
+            return Err(ConfigError::new(
+                "cookie.max_header_bytes",
+                format!(
+                    "({}) is too small to carry our own cookie ({needed} bytes); raise it (8192 is the default)",
+                    c.max_header_bytes
+                ),
+            ));
+        }
         if let Some(k) = &self.log_key {
             if k.len() < 16 {
                 return Err(ConfigError::new(

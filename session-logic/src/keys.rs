@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, KeyScheme};
+use crate::config::{Config, IdFormat, KeyScheme};
 use crate::error::InputError;
 use crate::id::SessionId;
 
@@ -71,6 +71,7 @@ impl From<UserId> for String {
 pub struct Keyspace {
     prefix: String,
     scheme: KeyScheme,
+    id_format: IdFormat,
 }
 
 impl Keyspace {
@@ -78,6 +79,7 @@ impl Keyspace {
         Keyspace {
             prefix: config.prefix.clone(),
             scheme: config.key_scheme,
+            id_format: config.id_format,
         }
     }
 
@@ -93,6 +95,20 @@ impl Keyspace {
     /// The session's record key.
     pub fn session_key(&self, id: &SessionId) -> String {
         self.member_key(&self.member(id))
+    }
+
+    /// Whether `member` has the shape of a session member of this scheme
+    /// (so turning it into a key can only ever name a session record).
+    pub(crate) fn is_member(&self, member: &str) -> bool {
+        match self.scheme {
+            KeyScheme::Hashed => {
+                member.len() == 43
+                    && member
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }
+            KeyScheme::Plain => SessionId::parse(member, self.id_format).is_some(),
+        }
     }
 
     /// The record key for an index member.
@@ -145,7 +161,6 @@ pub fn escape_glob(s: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::config::IdFormat;
 
     fn ks() -> Keyspace {
         Keyspace::new(&Config::default())

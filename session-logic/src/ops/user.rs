@@ -56,7 +56,7 @@ fn delete_round(ctx: &Ctx, user: &UserId, targets: &[String]) -> Vec<Command> {
 fn deleted(ctx: &Ctx, replies: &[Reply], targets: usize) -> Result<u64, Error> {
     let mut count = 0u64;
     for r in replies.iter().take(targets) {
-        count += u64::try_from(int("DEL", Some(r))?).unwrap_or(0);
+        count = count.saturating_add(u64::try_from(int("DEL", Some(r))?).unwrap_or(0));
     }
     int("ZREM", replies.get(targets))?;
     if ctx.wait().is_some() {
@@ -186,8 +186,8 @@ impl Machine for List {
                 if let Err(e) = int("ZREMRANGEBYSCORE", replies.first()) {
                     return Next::Finish(Err(e));
                 }
-                let all = match members("ZRANGE", replies.get(1)) {
-                    Ok(m) => m,
+                let all: Vec<String> = match members("ZRANGE", replies.get(1)) {
+                    Ok(m) => m.into_iter().filter(|m| ctx.keys.is_member(m)).collect(),
                     Err(e) => return Next::Finish(Err(e)),
                 };
                 if all.is_empty() {
@@ -273,7 +273,10 @@ impl Machine for DestroyOne {
             Ok(m) => m,
             Err(e) => return Next::Finish(Err(e)),
         };
-        let Some(member) = all.into_iter().find(|m| handle(m) == self.handle) else {
+        let Some(member) = all
+            .into_iter()
+            .find(|m| ctx.keys.is_member(m) && handle(m) == self.handle)
+        else {
             return Next::Finish(Ok(Outcome::Destroyed {
                 cookie: None,
                 count: 0,
