@@ -294,13 +294,13 @@ impl Config {
                 ),
             ));
         }
-        if let Some(k) = &self.log_key {
-            if k.len() < 16 {
-                return Err(ConfigError::new(
-                    "log_key",
-                    "must be at least 16 bytes of secret, or absent".into(),
-                ));
-            }
+        if let Some(k) = &self.log_key
+            && k.len() < 16
+        {
+            return Err(ConfigError::new(
+                "log_key",
+                "must be at least 16 bytes of secret, or absent".into(),
+            ));
         }
         Ok(())
     }
@@ -320,11 +320,11 @@ fn positive(field: &'static str, v: u64) -> Result<(), ConfigError> {
 
 /// "2h", "90s", "1500ms": for messages only.
 fn human(ms: u64) -> String {
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -50,8 +50,8 @@ pub struct Session {
     pub(crate) data: BTreeMap<String, Value>,
     pub(crate) changes: BTreeMap<String, Change>,
     pub(crate) user_changed: bool,
-    /// The request carried a cookie that led nowhere; if nothing is stored,
-    /// the response removes it.
+    /// The request carried a cookie that led nowhere; an explicit destroy
+    /// then sends a removal cookie.
     pub(crate) stale_cookie: bool,
     /// Client-binding hash to store when this session is created.
     pub(crate) binding: Option<String>,

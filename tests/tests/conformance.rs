@@ -5,6 +5,14 @@
 //! rewrites them (review the diff). A missing file is a failure, never a
 //! reason to regenerate.
 
+// Test code: a failed unwrap is a failed test, with its location.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

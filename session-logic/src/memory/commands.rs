@@ -430,10 +430,10 @@ fn hset(db: &mut Db, a: &[&[u8]], now: u64) -> Reply {
     };
     let mut created = 0;
     for pair in a.get(2..).unwrap_or_default().chunks_exact(2) {
-        if let [f, v] = pair {
-            if h.set(f, v) {
-                created += 1;
-            }
+        if let [f, v] = pair
+            && h.set(f, v)
+        {
+            created += 1;
         }
     }
     int(created)

@@ -77,15 +77,15 @@ impl Machine for Destroy {
             Ok(n) => u64::try_from(n).unwrap_or(0),
             Err(e) => return Next::Finish(Err(e)),
         };
-        if let Some(i) = self.index_at {
-            if let Err(e) = members("index", replies.get(i)) {
-                return Next::Finish(Err(e));
-            }
+        if let Some(i) = self.index_at
+            && let Err(e) = members("index", replies.get(i))
+        {
+            return Next::Finish(Err(e));
         }
-        if let Some(i) = self.wait_at {
-            if let Err(e) = ctx.check_wait(replies.get(i)) {
-                return Next::Finish(Err(e));
-            }
+        if let Some(i) = self.wait_at
+            && let Err(e) = ctx.check_wait(replies.get(i))
+        {
+            return Next::Finish(Err(e));
         }
         if replies.is_empty() {
             return Next::Finish(Err(UsageError("missing DEL reply".into()).into()));

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   start ── rotated ─────────────────────────────────► Done(Rotated)
-//!     │   ── new, empty ──────────────────────────────► Done(Saved, maybe removal cookie)
+//!     │   ── new, empty ──────────────────────────────► Done(Saved), no cookie
 //!     │   ── live, clean ─────────────────────────────► Done(Saved)
 //!     │   ── live, rotate_every due ──► (regenerate, keeping the deadline)
 //!     │   ── too large ───────────────────────────────► Done(TooLarge), nothing sent
@@ -217,10 +217,14 @@ impl Machine for Save {
         let session = self.take();
         match session.status {
             Status::Rotated => Next::Finish(Ok(Outcome::Rotated(session))),
+            // Nothing stored, nothing to store: no write and no Set-Cookie,
+            // even for a garbage or unknown cookie (a flood of forged IDs must
+            // cost no writes and produce no cookies).
             Status::New if self.touch_only || session.is_empty_new() => {
-                let cookie =
-                    (session.stale_cookie && !self.touch_only).then(|| ctx.removal_cookie());
-                Next::Finish(Ok(Outcome::Saved { session, cookie }))
+                Next::Finish(Ok(Outcome::Saved {
+                    session,
+                    cookie: None,
+                }))
             }
             Status::New => match self.entropy {
                 Some(entropy) => self.create(ctx, session, entropy),

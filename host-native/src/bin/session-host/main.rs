@@ -1,0 +1,220 @@
+//! `session-host`: the session service. `serve` runs an HTTP JSON API for
+//! every session operation (for apps in other languages), `/healthz`,
+//! `/metrics` and a small demo site, on Redis when given a URL and on the
+//! embedded in-memory backend otherwise.
+
+mod api;
+mod demo;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+use host_native::connect::{self, ConnectOptions};
+use host_native::{Backend, MemoryBackend, Metrics, SessionLayer};
+use session_logic::{Command, Config, Engine, Reply, Round};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "session-host",
+    version,
+    about = "Web sessions in Redis, one set of rules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve the JSON API, /healthz, /metrics and the demo site.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p. Without it,
+    /// sessions live in this process's memory.
+    #[arg(long, env = "SESSION_HOST_REDIS")]
+    redis: Option<String>,
+    /// Session config (JSON); defaults otherwise.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Client-side bound on each Redis round, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    command_timeout_ms: u64,
+    /// Accept Redis TLS certificates that cannot be verified (dangerous).
+    #[arg(long)]
+    insecure_tls: bool,
+    /// PEM CA bundle for rediss:// instead of the system roots.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct App {
+    engine: Engine,
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    /// The demo's password store (user → password), in memory.
+    passwords: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve(args) => serve(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("session-host: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            Config::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if config.log_key.is_none() {
+        // A per-process key: sid_hash values correlate within one run only.
+        let key = host_native::clock::entropy()
+            .map_err(|e| format!("the OS random number generator failed: {e}"))?;
+        config.log_key = Some(key.0.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    let engine = Engine::new(config).map_err(|e| e.to_string())?;
+    let backend: Arc<dyn Backend> = match &args.redis {
+        Some(url) => {
+            let tls_ca_pem = match &args.tls_ca {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            let opts = ConnectOptions {
+                command_timeout: Duration::from_millis(args.command_timeout_ms),
+                insecure_tls: args.insecure_tls,
+                tls_ca_pem,
+                ..ConnectOptions::default()
+            };
+            let backend = connect::connect(url, &opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(redis = %connect::redact(url), kind = backend.kind(), "connected to redis");
+            connect::check_eviction_policy(backend.as_ref()).await;
+            backend
+        }
+        None => {
+            tracing::warn!(
+                "NO REDIS URL GIVEN (--redis or SESSION_HOST_REDIS): sessions are kept in this \
+                 process's memory only and vanish when it stops; for demos and tests, not production"
+            );
+            Arc::new(MemoryBackend::new())
+        }
+    };
+    let app = App {
+        engine: engine.clone(),
+        backend: Arc::clone(&backend),
+        metrics: Arc::new(Metrics::new()),
+        passwords: Arc::default(),
+    };
+    let sessions =
+        SessionLayer::new(engine, Arc::clone(&backend)).with_metrics(Arc::clone(&app.metrics));
+    let router = Router::new()
+        .merge(demo::routes().layer(sessions))
+        .nest("/api/v1", api::routes())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, "session-host serving (demo at /, API at /api/v1)");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// `PING` round: the backend answers.
+async fn healthz(State(app): State<App>) -> impl IntoResponse {
+    let round = Round(vec![Command(vec![b"PING".to_vec()])]);
+    let (status, detail) = match app.backend.execute(&round).await {
+        Ok(replies) if matches!(replies.first(), Some(Reply::Simple(s)) if s == "PONG") => {
+            (StatusCode::OK, "ok".to_owned())
+        }
+        Ok(replies) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unexpected PING reply {replies:?}"),
+        ),
+        Err(failure) => (StatusCode::SERVICE_UNAVAILABLE, format!("{failure:?}")),
+    };
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+        "backend": app.backend.kind(),
+        "detail": detail,
+    });
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,43 @@
+//! # host-native
+//!
+//! The Rust host for [`session_logic`]: it owns the sockets, the clock and
+//! the randomness the pure core refuses to own.
+//!
+//! - [`executor`]: the [`Backend`] trait (send one round, get one reply per
+//!   command), the in-memory, standalone-Redis and Cluster backends, and
+//!   [`drive`], the host loop.
+//! - [`clock`]: wall-clock `now` and OS-CSPRNG entropy.
+//! - [`connect`]: a backend from a Redis URL, with TLS verification, timeouts
+//!   and the start-up eviction-policy check.
+//! - [`SessionLayer`] and the [`Session`] extractor: sessions for axum apps,
+//!   loaded lazily, saved once per request, fail-closed on backend errors.
+//! - [`Metrics`]: counters the layer and the `session-host` binary share.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use host_native::{MemoryBackend, drive};
+//! use session_logic::{Config, Engine};
+//!
+//! let engine = Engine::new(Config::default())?;
+//! let backend = MemoryBackend::new();
+//! let outcome = drive(engine.load(None, None, host_native::clock::now()), &backend).await?;
+//! assert_eq!(outcome.name(), "none");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Nothing here decides a rule: cookies, expiry and error statuses all come
+//! from the core's outcomes and errors.
+
+pub mod clock;
+pub mod connect;
+pub mod executor;
+mod extract;
+mod layer;
+pub mod metrics;
+
+pub use executor::{Backend, ClusterBackend, MemoryBackend, RedisBackend, drive};
+pub use extract::{Session, SessionError};
+pub use layer::{SessionLayer, SessionService};
+pub use metrics::Metrics;
