@@ -23,9 +23,9 @@ const LUAI_MAXCSTACK: i32 = 8000;
 #[cfg(test)]
 const MIRRORED: [(Script, &str); 5] = [
     (Script::Load, "e7cf0a1b3b5d9c21abe8c520f66de5b4d579e705"),
-    (Script::Save, "28fe9fe0d2e65a587cce71584889c56435053282"),
+    (Script::Save, "949dd113d2b82573e7c414a02b9fcfc3c19061fd"),
     (Script::Create, "73851df7e8f32c13f352f56d2a8af543ad20d5ed"),
-    (Script::Retire, "1e142c4bfe4b43eb0a1c4a0cc95ec9b3cd8bccd1"),
+    (Script::Retire, "b28a854b51c602f215037eb9c930706015a2ae46"),
     (Script::Index, "c51362410b920f4d75ab2b3b4816afecfb29f808"),
 ];
 
@@ -63,7 +63,7 @@ pub(super) fn run(db: &mut Db, script: Script, keys: &[&[u8]], argv: &[&[u8]], n
 
 /// What save.lua and retire.lua found under KEYS[1].
 enum Record {
-    /// `f[3]`: a rotated marker (the script returns -1).
+    /// `f[3]`: a rotated marker inside its grace (the script returns -1).
     Rotated,
     /// Missing, unparsable or expired metadata (the script returns 0).
     Dead,
@@ -280,8 +280,15 @@ impl<'a> Run<'_, 'a> {
         )?;
         let f = table(&f);
         let at = |i: usize| f.get(i).copied().flatten();
-        if at(2).is_some() {
-            return Ok(Record::Rotated);
+        if let Some(until) = at(2) {
+            // `(tonumber(f[3]) or 0) > tonumber(ARGV[1])` compiles to
+            // `tonumber(ARGV[1]) < (…)`: a marker counts only inside its grace.
+            let until = lua_tonumber(until).unwrap_or(0.0);
+            return Ok(if self.lt(first + 1, self.num(1), Some(until))? {
+                Record::Rotated
+            } else {
+                Record::Dead
+            });
         }
         let (Some(touch), Some(deadline)) = (at(0), at(1)) else {
             return Ok(Record::Dead);
@@ -729,14 +736,17 @@ mod tests {
                 "HSET",
                 "r",
                 "$rotated",
-                "1",
+                "99999999999999",
                 "$touch",
                 "1",
                 "$deadline",
                 "1",
             ],
         );
+        // Inside its grace: -1 (rotated); a stale marker is simply gone: 0.
         assert_eq!(eval(&mut m, NOW, Script::Save, "r", &argv), Reply::Int(-1));
+        run(&mut m, NOW, &["HSET", "r", "$rotated", "1"]);
+        assert_eq!(eval(&mut m, NOW, Script::Save, "r", &argv), Reply::Int(0));
     }
 
     #[test]

@@ -137,7 +137,15 @@ impl Machine for Regenerate {
                     rev: 1,
                     binding: old_meta.binding.clone(),
                 };
-                let rec = NewRecord::new(ctx, self.entropy, meta);
+                let mut rec = NewRecord::new(ctx, self.entropy, meta);
+                // The new ID must differ from the old one, or retire (same
+                // round) would turn the new record into a marker and report a
+                // lost session as saved. Only repeated entropy gets here.
+                if rec.id == old_id {
+                    if let Err(e) = rec.retry(ctx) {
+                        return Next::Finish(Err(e));
+                    }
+                }
                 let old_member = ctx.keys.member(&old_id);
                 let mut cmds: Vec<Command> = vec![
                     rec.command(ctx, &session, now),
@@ -311,5 +319,39 @@ impl Machine for Regenerate {
                 Next::Finish(Err(UsageError("replies after the end".into()).into()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::memory::Memory;
+    use crate::{Config, Engine, Entropy, Op, Outcome, Step, UnixMillis};
+
+    fn run(mem: &mut Memory, mut op: Op, now: UnixMillis) -> Outcome {
+        loop {
+            match op.poll() {
+                Step::Round(r) => op.handle_replies(mem.execute_round(&r, now)),
+                Step::Done(r) => return r.unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn regenerate_with_repeated_entropy_never_reports_a_lost_session_as_saved() {
+        let engine = Engine::new(Config::default()).unwrap();
+        let mut mem = Memory::new();
+        let t0 = UnixMillis(1_700_000_000_000);
+        let mut s = engine.new_session();
+        s.insert("a", serde_json::json!(1)).unwrap();
+        let saved = run(&mut mem, engine.save(s, Entropy([7; 32]), t0), t0);
+        let s = saved.into_session().unwrap();
+        // Same entropy again (a broken RNG), after the session has expired.
+        let later = t0.plus(engine.config().idle_timeout_ms);
+        let out = run(
+            &mut mem,
+            engine.regenerate(s, Entropy([7; 32]), later),
+            later,
+        );
+        assert!(matches!(out, Outcome::Gone { .. }), "{out:?}");
     }
 }

@@ -1,13 +1,13 @@
 -- save: apply one request's delta (fields set, fields deleted) to a live
 -- session, slide its idle deadline and bump its revision. Returns the new
--- revision; 0 when the session is gone or expired, -1 when it was rotated: no
--- write ever recreates a session (no resurrection). Only changed fields travel, so two
+-- revision; 0 when gone or expired, -1 when rotated (marker in grace): no write
+-- ever recreates a session (no resurrection). Only changed fields travel, so two
 -- requests changing different keys both keep their changes.
 -- KEYS[1] session key
 -- ARGV[1] now  ARGV[2] idle timeout  ARGV[3] now + idle timeout  ARGV[4] n = pairs to set
 -- ARGV[5 .. 4+2n] field, value pairs; ARGV[5+2n ..] fields to delete
 local f = redis.call('HMGET', KEYS[1], '$touch', '$deadline', '$rotated')
-if f[3] then return -1 end
+if f[3] then return (tonumber(f[3]) or 0) > tonumber(ARGV[1]) and -1 or 0 end
 if not f[1] or not f[2] then return 0 end
 local now, t, d = tonumber(ARGV[1]), tonumber(f[1]), tonumber(f[2])
 if not t or not d or now >= math.min(t + tonumber(ARGV[2]), d) then return 0 end
