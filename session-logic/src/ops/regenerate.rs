@@ -141,10 +141,10 @@ impl Machine for Regenerate {
                 // The new ID must differ from the old one, or retire (same
                 // round) would turn the new record into a marker and report a
                 // lost session as saved. Only repeated entropy gets here.
-                if rec.id == old_id {
-                    if let Err(e) = rec.retry(ctx) {
-                        return Next::Finish(Err(e));
-                    }
+                if rec.id == old_id
+                    && let Err(e) = rec.retry(ctx)
+                {
+                    return Next::Finish(Err(e));
                 }
                 let old_member = ctx.keys.member(&old_id);
                 let mut cmds: Vec<Command> = vec![
