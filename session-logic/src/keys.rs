@@ -111,6 +111,11 @@ impl Keyspace {
         }
     }
 
+    /// The index member of a stored session (empty for a new one).
+    pub(crate) fn member_of(&self, session: &crate::session::Session) -> String {
+        session.id().map(|id| self.member(id)).unwrap_or_default()
+    }
+
     /// The record key for an index member.
     pub(crate) fn member_key(&self, member: &str) -> String {
         format!("{}{}", self.prefix, member)

@@ -63,10 +63,12 @@ pub enum Outcome {
         /// A `Set-Cookie` value to send, if any.
         cookie: Option<String>,
     },
-    /// save/regenerate: the session vanished (destroyed, expired) before the
-    /// write landed; nothing was written or resurrected.
+    /// save/regenerate: the session vanished (destroyed, expired, renewed by
+    /// another request) before the write landed; nothing was written or
+    /// resurrected. No removal cookie: the browser may already hold a newer
+    /// one, and a dead cookie is harmless.
     Gone {
-        /// A removal cookie, if the browser's cookie should go.
+        /// Always `None` today; kept so hosts treat every outcome alike.
         cookie: Option<String>,
     },
     /// destroy, logout-everywhere, per-device sign-out.

@@ -1163,6 +1163,7 @@ impl Coverage {
                     (Some(Script::Create), Reply::Int(0)) => "create collision",
                     (Some(Script::Index), Reply::Array(a)) if !a.is_empty() => "cap eviction",
                     (Some(Script::Retire), Reply::Int(1)) => "retired",
+                    (Some(Script::Retire), Reply::Array(_)) => "retired after a parallel save",
                     (Some(Script::Retire), Reply::Int(0)) => "retire: gone",
                     (Some(Script::Retire), Reply::Int(_)) => "retire: already rotated",
                     (Some(Script::Save), Reply::Int(0)) => "save: gone",

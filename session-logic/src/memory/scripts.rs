@@ -1,4 +1,4 @@
-//! Our five Lua scripts re-enacted line by line with Redis 7.0's Lua 5.1
+//! Our six Lua scripts re-enacted line by line with Redis 7.0's Lua 5.1
 //! semantics, so the in-memory backend writes and replies exactly as real
 //! Redis does for any argv: `tonumber` on odd text, float comparisons,
 //! `unpack` ranges (empty, out of bounds, too large), numbers passed to
@@ -21,12 +21,13 @@ const LUAI_MAXCSTACK: i32 = 8000;
 /// changes its SHA-1 and fails `emulation_follows_the_lua_sources` until the
 /// emulation below is updated line by line.
 #[cfg(test)]
-const MIRRORED: [(Script, &str); 5] = [
+const MIRRORED: [(Script, &str); 6] = [
     (Script::Load, "e7cf0a1b3b5d9c21abe8c520f66de5b4d579e705"),
     (Script::Save, "949dd113d2b82573e7c414a02b9fcfc3c19061fd"),
     (Script::Create, "73851df7e8f32c13f352f56d2a8af543ad20d5ed"),
-    (Script::Retire, "b28a854b51c602f215037eb9c930706015a2ae46"),
-    (Script::Index, "c51362410b920f4d75ab2b3b4816afecfb29f808"),
+    (Script::Retire, "5d5610e5ff1213df16a97704e27e75bf38c4a975"),
+    (Script::Index, "9277698e7d7459314f50bb35295d200636ffcf0c"),
+    (Script::Revoke, "1c19c6249c1001c9f880f059ed80494c881479b7"),
 ];
 
 /// A value handed to `redis.call`.
@@ -57,6 +58,7 @@ pub(super) fn run(db: &mut Db, script: Script, keys: &[&[u8]], argv: &[&[u8]], n
         Script::Create => run.create(),
         Script::Retire => run.retire(),
         Script::Index => run.index(),
+        Script::Revoke => run.revoke(),
     };
     out.unwrap_or_else(|e| e)
 }
@@ -413,10 +415,19 @@ impl<'a> Run<'_, 'a> {
             Record::Dead => return Ok(Reply::Int(0)),
             Record::Live(_) => {}
         }
+        // line 13: `HGET $rev ~= ARGV[4] and HGETALL or 1`, then DEL
+        let rev = self.call_key(13, "HGET", &[Str(b"$rev")])?;
+        let same = matches!((&rev, self.a(4)), (Reply::Bulk(b), Str(x)) if b.as_slice() == x);
+        let r = if same {
+            Reply::Int(1)
+        } else {
+            self.call_key(13, "HGETALL", &[])?
+        };
         self.call_key(13, "DEL", &[])?;
         self.call_key(14, "HSET", &[Str(b"$rotated"), self.a(3)])?;
         self.call_key(15, "PEXPIREAT", &[self.a(3)])?;
-        Ok(Reply::Int(1))
+        // line 16
+        Ok(r)
     }
 
     /// index.lua
@@ -459,11 +470,7 @@ impl<'a> Run<'_, 'a> {
                         evicted.push(m.to_vec());
                     }
                 }
-                // line 22
-                let members: Vec<&[u8]> = evicted.iter().map(Vec::as_slice).collect();
-                let len = i32::try_from(members.len()).unwrap_or(i32::MAX);
-                let args = self.unpack(22, &members, 1, len, 1)?;
-                self.call_key(22, "ZREM", &args)?;
+                // line 22 is a comment: evicted entries stay until pruned.
             }
         }
         // lines 25-26
@@ -473,6 +480,18 @@ impl<'a> Run<'_, 'a> {
             self.call_key(26, "PEXPIREAT", &[Str(&score)])?;
         }
         Ok(Reply::Array(evicted.into_iter().map(Reply::Bulk).collect()))
+    }
+
+    /// revoke.lua.
+    fn revoke(&mut self) -> Lua<Reply> {
+        // line 7: `redis.call('HGET', KEYS[1], '$user') == ARGV[1]`
+        let owner = self.call_key(7, "HGET", &[Str(b"$user")])?;
+        let owned = matches!((&owner, self.a(1)), (Reply::Bulk(b), Str(u)) if b.as_slice() == u);
+        if owned {
+            // line 8
+            return self.call_key(8, "DEL", &[]);
+        }
+        Ok(Reply::Int(0))
     }
 }
 
@@ -782,7 +801,14 @@ mod tests {
         let mut m = Memory::new();
         session(&mut m, "s", NOW);
         let grace = NOW + 5000;
-        let argv = vec![s(NOW + 1), s(IDLE), s(grace)];
+        // A revision that moved on returns the record being retired.
+        session(&mut m, "moved", NOW);
+        let stale = vec![s(NOW + 1), s(IDLE), s(grace), s(7)];
+        assert!(matches!(
+            eval(&mut m, NOW + 1, Script::Retire, "moved", &stale),
+            Reply::Array(items) if items.len() == 8
+        ));
+        let argv = vec![s(NOW + 1), s(IDLE), s(grace), s(0)];
         assert_eq!(
             eval(&mut m, NOW + 1, Script::Retire, "s", &argv),
             Reply::Int(1)
@@ -883,16 +909,18 @@ mod tests {
             eval(&mut m, NOW, Script::Index, "u", &argv),
             bulks(&["a", "b"])
         );
+        // Named entries stay until pruned by deadline (their sessions are
+        // revoked by the caller; an entry may outlive its key, never the
+        // other way round).
         assert_eq!(
             run(&mut m, NOW, &["ZRANGE", "u", "0", "-1"]),
-            bulks(&["c", "d"])
+            bulks(&["a", "b", "c", "d"])
         );
-        // The new member has the earliest deadline: the next oldest goes instead.
+        // The new member has the earliest deadline: the next oldest go instead.
         let argv = index_args(NOW, 2, &[(NOW + 500, "e")], &[]);
-        assert_eq!(eval(&mut m, NOW, Script::Index, "u", &argv), bulks(&["c"]));
         assert_eq!(
-            run(&mut m, NOW, &["ZRANGE", "u", "0", "-1"]),
-            bulks(&["e", "d"])
+            eval(&mut m, NOW, Script::Index, "u", &argv),
+            bulks(&["a", "b", "c"])
         );
         assert_eq!(m.pttl(b"u", UnixMillis(NOW)), 4000);
     }

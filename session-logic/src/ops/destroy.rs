@@ -1,15 +1,15 @@
-//! destroy: delete the session and its index entry in one round, with a
+//! destroy: delete the session in one round, with a
 //! removal cookie; `WAIT` joins the same round under durable revocation.
 //!
 //! ```text
 //!   start ── new / rotated ──► Done(Destroyed, count 0)
-//!     └─ live ──► AwaitDelete [DEL, index?, WAIT?] ──► Done(Destroyed + removal cookie)
+//!     └─ live ──► AwaitDelete [DEL, WAIT?] ──► Done(Destroyed + removal cookie)
 //! ```
 
 use crate::engine::Ctx;
 use crate::error::UsageError;
 use crate::expiry::UnixMillis;
-use crate::ops::{IndexChange, Machine, Next, index_command, int, members};
+use crate::ops::{Machine, Next, int};
 use crate::outcome::Outcome;
 use crate::session::{Session, Status};
 use crate::step::{Command, Reply};
@@ -17,17 +17,14 @@ use crate::step::{Command, Reply};
 #[derive(Debug)]
 pub(crate) struct Destroy {
     session: Session,
-    now: UnixMillis,
-    index_at: Option<usize>,
     wait_at: Option<usize>,
 }
 
 impl Destroy {
     pub(crate) fn new(session: Session, now: UnixMillis) -> Destroy {
+        let _ = now; // a DEL needs no clock
         Destroy {
             session,
-            now,
-            index_at: None,
             wait_at: None,
         }
     }
@@ -53,18 +50,8 @@ impl Machine for Destroy {
             b"DEL".to_vec(),
             ctx.keys.session_key(id).into_bytes(),
         ])];
-        if let Some(user) = &s.indexed_user {
-            cmds.push(index_command(
-                ctx,
-                IndexChange {
-                    user,
-                    add: None,
-                    remove: vec![ctx.keys.member(id)],
-                },
-                self.now,
-            ));
-            self.index_at = Some(cmds.len() - 1);
-        }
+        // The user's index entry stays until pruned by deadline; an entry
+        // may outlive its key, never the other way round.
         if let Some(w) = ctx.wait() {
             cmds.push(w);
             self.wait_at = Some(cmds.len() - 1);
@@ -77,11 +64,6 @@ impl Machine for Destroy {
             Ok(n) => u64::try_from(n).unwrap_or(0),
             Err(e) => return Next::Finish(Err(e)),
         };
-        if let Some(i) = self.index_at
-            && let Err(e) = members("index", replies.get(i))
-        {
-            return Next::Finish(Err(e));
-        }
         if let Some(i) = self.wait_at
             && let Err(e) = ctx.check_wait(replies.get(i))
         {

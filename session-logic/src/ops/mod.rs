@@ -84,33 +84,41 @@ pub(crate) fn members(what: &str, reply: Option<&Reply>) -> Result<Vec<String>, 
         .collect()
 }
 
-/// One change to a user's index.
-pub(crate) struct IndexChange<'a> {
-    pub(crate) user: &'a UserId,
-    pub(crate) add: Option<(UnixMillis, String)>,
-    pub(crate) remove: Vec<String>,
-}
-
-/// `EVALSHA index` for one user's index.
-pub(crate) fn index_command(ctx: &Ctx, change: IndexChange<'_>, now: UnixMillis) -> Command {
+/// `EVALSHA index`: prune the user's index, add one member scored by its
+/// deadline, and learn which entries exceed the per-user cap. Entries are
+/// never removed by member: an index entry may outlive its session (pruned by
+/// deadline later) but a live session never loses its entry, whatever part
+/// of a round is lost.
+pub(crate) fn index_command(
+    ctx: &Ctx,
+    user: &UserId,
+    deadline: UnixMillis,
+    member: String,
+    now: UnixMillis,
+) -> Command {
     let cap = ctx.config.max_sessions_per_user.unwrap_or(0);
-    let mut args = vec![now.0.to_string(), cap.to_string()];
-    match change.add {
-        Some((score, member)) => {
-            args.push("1".into());
-            args.push(score.0.to_string());
-            args.push(member);
-        }
-        None => args.push("0".into()),
-    }
-    args.extend(change.remove);
-    ctx.script(Script::Index, &ctx.keys.user_key(change.user), args)
+    let args = vec![
+        now.0.to_string(),
+        cap.to_string(),
+        "1".into(),
+        deadline.0.to_string(),
+        member,
+    ];
+    ctx.script(Script::Index, &ctx.keys.user_key(user), args)
 }
 
-/// `DEL key` for each evicted index member.
-pub(crate) fn evictions(ctx: &Ctx, evicted: &[String]) -> Vec<Command> {
-    evicted
+/// `EVALSHA revoke` for each well-formed member: delete the session only
+/// while it still belongs to `user`.
+pub(crate) fn revocations(ctx: &Ctx, user: &UserId, members: &[String]) -> Vec<Command> {
+    members
         .iter()
-        .map(|m| Command::new([b"DEL".to_vec(), ctx.keys.member_key(m).into_bytes()]))
+        .filter(|m| ctx.keys.is_member(m))
+        .map(|m| {
+            ctx.script(
+                Script::Revoke,
+                &ctx.keys.member_key(m),
+                vec![user.as_str().to_owned()],
+            )
+        })
         .collect()
 }

@@ -8,21 +8,26 @@
 //!     │ live
 //!     ▼
 //!   AwaitMain [create new, retire old, index?, WAIT?]
-//!     ├─ created + retired ─────────────► [AwaitEvict] ─► Done(Saved + cookie)
+//!     ├─ created + retired ──► [AwaitMerge if a parallel save landed] ──► [AwaitRevoke] ─► Done(Saved + cookie)
 //!     ├─ collision + retired ──► AwaitRetry [create derived ID, fix index] ─┘
-//!     ├─ created + not retired ──► AwaitCleanup [DEL new] ─► Done(Gone | error)
+//!     ├─ created + not retired ──► AwaitCleanup [DEL new, revoke over-cap] ─► Done(Gone | error)
 //!     └─ otherwise ─────────────────────────────────────────► Done(Gone | error)
 //! ```
 
 use crate::engine::Ctx;
-use crate::error::{Error, UsageError};
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::error::{DecodeError, Error, InputError, UsageError};
 use crate::expiry::UnixMillis;
 use crate::id::Entropy;
+use crate::keys::UserId;
 use crate::ops::save::{Save, create_round};
 use crate::ops::write::{NewRecord, check_sizes};
-use crate::ops::{IndexChange, Machine, Next, evictions, index_command, int, members};
+use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
-use crate::record::Meta;
+use crate::record::{self, Meta, Stored};
 use crate::scripts::Script;
 use crate::session::{Session, Status};
 use crate::step::{Command, Reply};
@@ -38,10 +43,14 @@ enum State {
     },
     AwaitRetry {
         rec: NewRecord,
-        indexed: bool,
     },
-    AwaitCleanup(Result<Outcome, Error>),
-    AwaitEvict(Outcome),
+    /// A parallel save landed on the old record after our load; its changes
+    /// are being merged into the new record.
+    AwaitMerge {
+        rec: NewRecord,
+    },
+    /// The final outcome is known; the last round (cleanup, revocations) is out.
+    AwaitLast(Result<Outcome, Error>),
     Done,
 }
 
@@ -53,6 +62,10 @@ pub(crate) struct Regenerate {
     /// `rotate_every` keeps the absolute deadline; sign-in starts a new one.
     keep_deadline: bool,
     state: State,
+    /// The user whose index gets the new member (and whose cap applies).
+    indexed: Option<UserId>,
+    /// Index entries beyond the cap, revoked on every path.
+    over_cap: Vec<String>,
 }
 
 impl Regenerate {
@@ -68,6 +81,8 @@ impl Regenerate {
             now,
             keep_deadline,
             state: State::Start,
+            indexed: None,
+            over_cap: Vec::new(),
         }
     }
 
@@ -77,26 +92,88 @@ impl Regenerate {
             .unwrap_or_else(|| Session::fresh(false, None))
     }
 
-    fn success(&mut self, ctx: &Ctx, rec: NewRecord, evicted: Vec<String>) -> Next {
+    fn note_over_cap(&mut self, reply: Option<&Reply>) -> Result<(), Error> {
+        if self.indexed.is_some() {
+            self.over_cap.extend(members("index", reply)?);
+        }
+        Ok(())
+    }
+
+    /// Send `extra` plus the over-cap revocations, then finish with `result`.
+    fn finish(
+        &mut self,
+        ctx: &Ctx,
+        mut cmds: Vec<Command>,
+        result: Result<Outcome, Error>,
+    ) -> Next {
+        if let Some(user) = &self.indexed {
+            cmds.extend(revocations(ctx, user, &self.over_cap));
+        }
+        if cmds.is_empty() {
+            return Next::Finish(result);
+        }
+        self.state = State::AwaitLast(result);
+        Next::Send(cmds)
+    }
+
+    /// Changes a parallel request saved to the old record after our load, as
+    /// a save on the new key: keys this request did not touch take the
+    /// retired record's values (different keys both survive; the same key is
+    /// last-writer-wins, and this request wrote last).
+    fn merge(
+        &mut self,
+        ctx: &Ctx,
+        rec: &NewRecord,
+        theirs: BTreeMap<String, Value>,
+    ) -> Option<Command> {
+        let session = self.session.as_mut()?;
+        let mut sets = Vec::new();
+        let mut deletes = Vec::new();
+        for (k, v) in &theirs {
+            if !session.changes.contains_key(k) && session.data.get(k) != Some(v) {
+                sets.push((k.clone(), record::encode_value(v)));
+                session.data.insert(k.clone(), v.clone());
+            }
+        }
+        let gone: Vec<String> = session
+            .data
+            .keys()
+            .filter(|k| !session.changes.contains_key(*k) && !theirs.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            session.data.remove(&k);
+            deletes.push(k);
+        }
+        if sets.is_empty() && deletes.is_empty() {
+            return None;
+        }
+        let c = &ctx.config;
+        let now = self.now;
+        let mut args = vec![
+            now.0.to_string(),
+            c.idle_timeout_ms.to_string(),
+            now.plus(c.idle_timeout_ms).0.to_string(),
+            sets.len().to_string(),
+        ];
+        for (f, v) in sets {
+            args.push(f);
+            args.push(v);
+        }
+        args.extend(deletes);
+        Some(ctx.script(Script::Save, &ctx.keys.member_key(&rec.member(ctx)), args))
+    }
+
+    fn success(&mut self, ctx: &Ctx, rec: NewRecord) -> Next {
         let session = self.take();
         let cookie = ctx.set_cookie(&rec.id, rec.meta.deadline, self.now);
+        let new_member = rec.member(ctx);
+        self.over_cap.retain(|m| *m != new_member);
         let outcome = Outcome::Saved {
             session: rec.into_session(session),
             cookie: Some(cookie),
         };
-        if evicted.is_empty() {
-            return Next::Finish(Ok(outcome));
-        }
-        self.state = State::AwaitEvict(outcome);
-        Next::Send(evictions(ctx, &evicted))
-    }
-}
-
-fn evicted_from(reply: Option<&Reply>, present: bool) -> Result<Vec<String>, Error> {
-    if present {
-        members("index", reply)
-    } else {
-        Ok(Vec::new())
+        self.finish(ctx, Vec::new(), Ok(outcome))
     }
 }
 
@@ -117,7 +194,7 @@ impl Machine for Regenerate {
                 }
                 let (Some(old_id), Some(old_meta)) = (session.id.clone(), session.meta.clone())
                 else {
-                    return Next::Finish(Err(crate::error::InputError::new(
+                    return Next::Finish(Err(InputError::new(
                         "session",
                         "live session without id or metadata",
                     )
@@ -146,7 +223,6 @@ impl Machine for Regenerate {
                 {
                     return Next::Finish(Err(e));
                 }
-                let old_member = ctx.keys.member(&old_id);
                 let mut cmds: Vec<Command> = vec![
                     rec.command(ctx, &session, now),
                     ctx.script(
@@ -156,41 +232,22 @@ impl Machine for Regenerate {
                             now.0.to_string(),
                             c.idle_timeout_ms.to_string(),
                             now.plus(c.rotation_grace_ms).0.to_string(),
+                            old_meta.rev.to_string(),
                         ],
                     ),
                 ];
-                if let Some(old_user) = session
-                    .indexed_user
-                    .as_ref()
-                    .filter(|u| Some(*u) != session.user.as_ref())
-                {
-                    cmds.push(index_command(
-                        ctx,
-                        IndexChange {
-                            user: old_user,
-                            add: None,
-                            remove: vec![old_member.clone()],
-                        },
-                        now,
-                    ));
-                }
+                // Only an addition: the old member stays in the index until
+                // pruned, so a lost retire can never leave a live, unindexed
+                // session behind.
                 let index_at = session.user.as_ref().map(|user| {
-                    cmds.push(index_command(
-                        ctx,
-                        IndexChange {
-                            user,
-                            add: Some((deadline, rec.member(ctx))),
-                            remove: vec![old_member],
-                        },
-                        now,
-                    ));
+                    cmds.push(index_command(ctx, user, deadline, rec.member(ctx), now));
                     cmds.len() - 1
                 });
                 let wait_at = ctx.wait().map(|w| {
                     cmds.push(w);
                     cmds.len() - 1
                 });
-                // The old user's index (if any) is no longer ours to track.
+                self.indexed = session.user.clone();
                 session.indexed_user = session.user.clone();
                 self.session = Some(session);
                 self.state = State::AwaitMain {
@@ -217,103 +274,111 @@ impl Machine for Regenerate {
                 wait_at,
             } => {
                 let created = int("create", replies.first());
-                let retired = int("retire", replies.get(1));
+                if let Some(i) = index_at
+                    && let Err(e) = self.note_over_cap(replies.get(i))
+                {
+                    return Next::Finish(Err(e));
+                }
+                let mut moved_on = None;
+                let retired = match replies.get(1) {
+                    Some(r @ Reply::Array(_)) => match record::decode(r) {
+                        Ok(Stored::Live { data, .. }) => {
+                            moved_on = Some(data);
+                            Ok(1)
+                        }
+                        Ok(_) => Err(DecodeError::new(
+                            "retire reply",
+                            "retired record is not a live session",
+                        )
+                        .into()),
+                        Err(e) => Err(e.into()),
+                    },
+                    other => int("retire", other),
+                };
                 let retired = match retired {
                     Ok(1) => Ok(()),
-                    // 0: gone or expired, so the browser's cookie is dead too.
-                    Ok(0) => Err(Ok(Outcome::Gone {
-                        cookie: Some(ctx.removal_cookie()),
-                    })),
-                    // -1: a parallel request already rotated it; the browser
-                    // holds that newer cookie, which we must not clobber.
+                    // 0: gone, expired or a stale marker; -1: a parallel
+                    // request already rotated it. Never a removal cookie: the
+                    // browser may hold a newer cookie we must not clobber.
                     Ok(_) => Err(Ok(Outcome::Gone { cookie: None })),
                     Err(e) => Err(Err(e)),
                 };
                 match (created, retired) {
                     (Ok(1), Ok(())) => {
-                        let evicted = match evicted_from(
-                            index_at.and_then(|i| replies.get(i)),
-                            index_at.is_some(),
-                        ) {
-                            Ok(m) => m,
-                            Err(e) => return Next::Finish(Err(e)),
-                        };
                         if let Err(e) = wait_at.map_or(Ok(()), |i| ctx.check_wait(replies.get(i))) {
-                            return Next::Finish(Err(e));
+                            return self.finish(ctx, Vec::new(), Err(e));
                         }
-                        self.success(ctx, rec, evicted)
+                        match moved_on.and_then(|theirs| self.merge(ctx, &rec, theirs)) {
+                            Some(cmd) => {
+                                self.state = State::AwaitMerge { rec };
+                                Next::Send(vec![cmd])
+                            }
+                            None => self.success(ctx, rec),
+                        }
                     }
                     (Ok(_), Ok(())) => {
                         // Collision on the new key; the old one is already a marker.
-                        let collided = rec.member(ctx);
                         if let Err(e) = rec.retry(ctx) {
-                            return Next::Finish(Err(e));
+                            return self.finish(ctx, Vec::new(), Err(e));
                         }
                         let session = self.take();
-                        let cmds =
-                            create_round(ctx, &rec, &session, index_at.map(|_| collided), now);
+                        let cmds = create_round(ctx, &rec, &session, now);
                         self.session = Some(session);
-                        self.state = State::AwaitRetry {
-                            rec,
-                            indexed: index_at.is_some(),
-                        };
+                        self.state = State::AwaitRetry { rec };
                         Next::Send(cmds)
                     }
-                    (Err(e), Ok(())) => Next::Finish(Err(e)),
+                    (Err(e), Ok(())) => self.finish(ctx, Vec::new(), Err(e)),
                     (Ok(1), Err(result)) => {
-                        // Fail closed: undo the new record (and its index entry).
-                        let mut cmds = vec![Command::new([
+                        // Fail closed: undo the new record. Its index entry
+                        // outlives it harmlessly until pruned.
+                        let del = Command::new([
                             b"DEL".to_vec(),
                             ctx.keys.member_key(&rec.member(ctx)).into_bytes(),
-                        ])];
-                        if let Some(user) = self.session.as_ref().and_then(|s| s.user.clone()) {
-                            cmds.push(index_command(
-                                ctx,
-                                IndexChange {
-                                    user: &user,
-                                    add: None,
-                                    remove: vec![rec.member(ctx)],
-                                },
-                                now,
-                            ));
-                        }
-                        self.state = State::AwaitCleanup(result);
-                        Next::Send(cmds)
+                        ]);
+                        self.finish(ctx, vec![del], result)
                     }
-                    (_, Err(result)) => Next::Finish(result),
+                    (_, Err(result)) => self.finish(ctx, Vec::new(), result),
                 }
             }
-            State::AwaitRetry { mut rec, indexed } => {
+            State::AwaitMerge { rec } => match int("save", replies.first()) {
+                Ok(rev) if rev > 0 => {
+                    let mut rec = rec;
+                    rec.meta.rev = u64::try_from(rev).unwrap_or(rec.meta.rev);
+                    self.success(ctx, rec)
+                }
+                // The brand-new record vanished within the same request.
+                Ok(_) => self.finish(ctx, Vec::new(), Ok(Outcome::Gone { cookie: None })),
+                Err(e) => self.finish(ctx, Vec::new(), Err(e)),
+            },
+            State::AwaitRetry { mut rec } => {
                 let created = match int("create", replies.first()) {
                     Ok(n) => n,
-                    Err(e) => return Next::Finish(Err(e)),
+                    Err(e) => return self.finish(ctx, Vec::new(), Err(e)),
                 };
-                let evicted = match evicted_from(replies.get(1), indexed) {
-                    Ok(m) => m,
-                    Err(e) => return Next::Finish(Err(e)),
-                };
-                if created == 1 {
-                    return self.success(ctx, rec, evicted);
-                }
-                let collided = rec.member(ctx);
-                if let Err(e) = rec.retry(ctx) {
+                if let Err(e) = self.note_over_cap(replies.get(1)) {
                     return Next::Finish(Err(e));
                 }
+                if created == 1 {
+                    return self.success(ctx, rec);
+                }
+                if let Err(e) = rec.retry(ctx) {
+                    return self.finish(ctx, Vec::new(), Err(e));
+                }
                 let session = self.take();
-                let cmds = create_round(ctx, &rec, &session, indexed.then_some(collided), now);
+                let cmds = create_round(ctx, &rec, &session, now);
                 self.session = Some(session);
-                self.state = State::AwaitRetry { rec, indexed };
+                self.state = State::AwaitRetry { rec };
                 Next::Send(cmds)
             }
-            // Best effort: an orphan left by a failed DEL expires on its TTL.
-            State::AwaitCleanup(result) => Next::Finish(result),
-            State::AwaitEvict(outcome) => {
+            // Best effort: an orphan left by a failed DEL expires on its TTL; a
+            // failed revocation is reported so the cap is not silently exceeded.
+            State::AwaitLast(result) => {
                 for r in &replies {
-                    if let Err(e) = int("evict", Some(r)) {
+                    if let Err(e) = int("cleanup", Some(r)) {
                         return Next::Finish(Err(e));
                     }
                 }
-                Next::Finish(Ok(outcome))
+                Next::Finish(result)
             }
             State::Start | State::Done => {
                 Next::Finish(Err(UsageError("replies after the end".into()).into()))

@@ -6,32 +6,36 @@
 //!     │   ── live, clean ─────────────────────────────► Done(Saved)
 //!     │   ── live, rotate_every due ──► (regenerate, keeping the deadline)
 //!     │   ── too large ───────────────────────────────► Done(TooLarge), nothing sent
-//!     ├─ new with data ──► AwaitCreate ── 1 ──► [AwaitEvict] ──► Done(Saved + cookie)
+//!     ├─ new with data ──► AwaitCreate ── 1 ──► [AwaitRevoke] ──► Done(Saved + cookie)
 //!     │                        └── 0 (collision) ──► AwaitCreate (derived ID)
-//!     └─ live, dirty ───► AwaitSave ── rev ──► [AwaitEvict] ──► Done(Saved)
-//!                              ├── 0 (gone) ───────────────────► Done(Gone + removal)
+//!     └─ live, dirty ───► AwaitSave ── rev ──► [AwaitRevoke] ──► Done(Saved)
+//!                              ├── 0 (gone) ───────────────────► Done(Gone), no cookie
 //!                              └── -1 (rotated) ───────────────► Done(Rotated)
 //! ```
+//!
+//! Sessions beyond the per-user cap (named by the index script) are revoked
+//! on every path, including Gone and Rotated: the cap never silently lapses.
 
 use crate::engine::Ctx;
-use crate::error::Error;
+use crate::error::{Error, InputError, UsageError};
 use crate::expiry::UnixMillis;
 use crate::id::Entropy;
+use crate::keys::UserId;
 use crate::ops::regenerate::Regenerate;
 use crate::ops::write::{NewRecord, check_sizes};
-use crate::ops::{IndexChange, Machine, Next, evictions, index_command, int, members};
+use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
 use crate::record::{self, AUTH_AT, Meta, USER};
 use crate::scripts::Script;
 use crate::session::{Change, Session, Status};
-use crate::step::Reply;
+use crate::step::{Command, Reply};
 
 #[derive(Debug)]
 enum State {
     Start,
-    AwaitCreate { rec: NewRecord, indexed: bool },
-    AwaitSave { indexed: usize },
-    AwaitEvict,
+    AwaitCreate { rec: NewRecord },
+    AwaitSave,
+    AwaitRevoke(Outcome),
     Regenerate(Box<Regenerate>),
     Done,
 }
@@ -43,29 +47,35 @@ pub(crate) struct Save {
     now: UnixMillis,
     touch_only: bool,
     state: State,
-    result: Option<Outcome>,
+    /// The user whose index this save adds to (and whose cap applies).
+    indexed: Option<UserId>,
+    /// Index entries beyond the cap, to revoke before finishing.
+    over_cap: Vec<String>,
 }
 
 impl Save {
     pub(crate) fn new(session: Session, entropy: Entropy, now: UnixMillis) -> Save {
-        Save {
-            session: Some(session),
-            entropy: Some(entropy),
-            now,
-            touch_only: false,
-            state: State::Start,
-            result: None,
-        }
+        Save::build(session, Some(entropy), now, false)
     }
 
     pub(crate) fn touch(session: Session, now: UnixMillis) -> Save {
+        Save::build(session, None, now, true)
+    }
+
+    fn build(
+        session: Session,
+        entropy: Option<Entropy>,
+        now: UnixMillis,
+        touch_only: bool,
+    ) -> Save {
         Save {
             session: Some(session),
-            entropy: None,
+            entropy,
             now,
-            touch_only: true,
+            touch_only,
             state: State::Start,
-            result: None,
+            indexed: None,
+            over_cap: Vec::new(),
         }
     }
 
@@ -89,10 +99,10 @@ impl Save {
             binding: session.binding.clone(),
         };
         let rec = NewRecord::new(ctx, entropy, meta);
-        let cmds = create_round(ctx, &rec, &session, None, now);
-        let indexed = session.user.is_some();
+        let cmds = create_round(ctx, &rec, &session, now);
+        self.indexed = session.user.clone();
         self.session = Some(session);
-        self.state = State::AwaitCreate { rec, indexed };
+        self.state = State::AwaitCreate { rec };
         Next::Send(cmds)
     }
 
@@ -101,7 +111,7 @@ impl Save {
             return Next::Finish(Err(e));
         }
         let (Some(id), Some(meta)) = (&session.id, &session.meta) else {
-            return Next::Finish(Err(crate::error::InputError::new(
+            return Next::Finish(Err(InputError::new(
                 "session",
                 "live session without id or metadata",
             )
@@ -138,74 +148,61 @@ impl Save {
         }
         args.extend(deletes);
         let mut cmds = vec![ctx.script(Script::Save, &ctx.keys.session_key(id), args)];
-        let member = ctx.keys.member(id);
-        let deadline = meta.deadline;
-        let mut indexed = 0;
-        if session.user_changed {
-            if let Some(old) = session
-                .indexed_user
-                .as_ref()
-                .filter(|old| Some(*old) != session.user.as_ref())
-            {
-                cmds.push(index_command(
-                    ctx,
-                    IndexChange {
-                        user: old,
-                        add: None,
-                        remove: vec![member.clone()],
-                    },
-                    now,
-                ));
-                indexed += 1;
-            }
-            if let Some(user) = &session.user {
-                cmds.push(index_command(
-                    ctx,
-                    IndexChange {
-                        user,
-                        add: Some((deadline, member)),
-                        remove: vec![],
-                    },
-                    now,
-                ));
-                indexed += 1;
-            }
+        // A previous user's index keeps its entry until pruned; revoke checks
+        // `$user`, so that stale entry can never log this session out.
+        if session.user_changed
+            && let Some(user) = &session.user
+        {
+            cmds.push(index_command(
+                ctx,
+                user,
+                meta.deadline,
+                ctx.keys.member(id),
+                now,
+            ));
+            self.indexed = Some(user.clone());
         }
         self.session = Some(session);
-        self.state = State::AwaitSave { indexed };
+        self.state = State::AwaitSave;
         Next::Send(cmds)
     }
 
-    /// After the main write: delete sessions the per-user cap evicted, then finish.
-    fn finish_with_evictions(&mut self, ctx: &Ctx, outcome: Outcome, evicted: Vec<String>) -> Next {
-        if evicted.is_empty() {
-            self.state = State::Done;
+    /// Remember the sessions an index reply names as over the cap.
+    fn note_over_cap(&mut self, reply: Option<&Reply>) -> Result<(), Error> {
+        if self.indexed.is_some() {
+            self.over_cap.extend(members("index", reply)?);
+        }
+        Ok(())
+    }
+
+    /// Revoke the sessions beyond the cap (if any), then finish with `outcome`.
+    fn finish(&mut self, ctx: &Ctx, outcome: Outcome) -> Next {
+        let cmds: Vec<Command> = match &self.indexed {
+            Some(user) => revocations(ctx, user, &self.over_cap),
+            None => Vec::new(),
+        };
+        if cmds.is_empty() {
             return Next::Finish(Ok(outcome));
         }
-        self.result = Some(outcome);
-        self.state = State::AwaitEvict;
-        Next::Send(evictions(ctx, &evicted))
+        self.state = State::AwaitRevoke(outcome);
+        Next::Send(cmds)
     }
 }
 
-/// `[create, index add (and removal of a collided member)]`.
+/// `[create, index add]`.
 pub(crate) fn create_round(
     ctx: &Ctx,
     rec: &NewRecord,
     session: &Session,
-    collided: Option<String>,
     now: UnixMillis,
-) -> Vec<crate::step::Command> {
+) -> Vec<Command> {
     let mut cmds = vec![rec.command(ctx, session, now)];
     if let Some(user) = &session.user {
-        let remove = collided.into_iter().collect();
         cmds.push(index_command(
             ctx,
-            IndexChange {
-                user,
-                add: Some((rec.meta.deadline, rec.member(ctx))),
-                remove,
-            },
+            user,
+            rec.meta.deadline,
+            rec.member(ctx),
             now,
         ));
     }
@@ -259,97 +256,88 @@ impl Machine for Save {
                 self.state = State::Regenerate(regen);
                 next
             }
-            State::AwaitCreate { mut rec, indexed } => {
+            State::AwaitCreate { mut rec } => {
                 let session = self.take();
                 let created = match int("create", replies.first()) {
                     Ok(n) => n,
                     Err(e) => return Next::Finish(Err(e)),
                 };
-                let evicted = if indexed {
-                    match members("index", replies.get(1)) {
-                        Ok(m) => m,
-                        Err(e) => return Next::Finish(Err(e)),
-                    }
-                } else {
-                    Vec::new()
-                };
+                if let Err(e) = self.note_over_cap(replies.get(1)) {
+                    return Next::Finish(Err(e));
+                }
                 if created != 1 {
-                    let collided = rec.member(ctx);
+                    // The collided member stays in the index until pruned;
+                    // revoke checks `$user`, so it can never hurt its owner.
                     if let Err(e) = rec.retry(ctx) {
                         return Next::Finish(Err(e));
                     }
-                    let cmds = create_round(ctx, &rec, &session, Some(collided), now);
+                    let cmds = create_round(ctx, &rec, &session, now);
                     self.session = Some(session);
-                    self.state = State::AwaitCreate { rec, indexed };
+                    self.state = State::AwaitCreate { rec };
                     return Next::Send(cmds);
                 }
                 let cookie = ctx.set_cookie(&rec.id, rec.meta.deadline, now);
                 let session = rec.into_session(session);
-                self.finish_with_evictions(
+                self.over_cap.retain(|m| *m != ctx.keys.member_of(&session));
+                self.finish(
                     ctx,
                     Outcome::Saved {
                         session,
                         cookie: Some(cookie),
                     },
-                    evicted,
                 )
             }
-            State::AwaitSave { indexed } => {
+            State::AwaitSave => {
                 let mut session = self.take();
                 let rev = match int("save", replies.first()) {
                     Ok(n) => n,
                     Err(e) => return Next::Finish(Err(e)),
                 };
-                let mut evicted = Vec::new();
-                for i in 0..indexed {
-                    match members("index", replies.get(1 + i)) {
-                        Ok(m) => evicted.extend(m),
-                        Err(e) => return Next::Finish(Err(e)),
-                    }
+                if let Err(e) = self.note_over_cap(replies.get(1)) {
+                    return Next::Finish(Err(e));
                 }
-                match rev {
+                let outcome = match rev {
                     -1 => {
                         let mut s = Session::fresh(false, None);
                         s.status = Status::Rotated;
-                        Next::Finish(Ok(Outcome::Rotated(s)))
+                        Outcome::Rotated(s)
                     }
-                    n if n <= 0 => Next::Finish(Ok(Outcome::Gone {
-                        cookie: Some(ctx.removal_cookie()),
-                    })),
+                    // No removal cookie: a slow request with a renewed ID
+                    // would delete the browser's new cookie, and a dead
+                    // cookie is harmless (it loads as unknown).
+                    n if n <= 0 => Outcome::Gone { cookie: None },
                     n => {
                         if let Some(meta) = session.meta.as_mut() {
-                            meta.rev = u64::try_from(n).unwrap_or(meta.rev);
+                            // Advance the snapshot's revision only when no
+                            // other write landed since it was read: a stale
+                            // snapshot must stay detectably stale, so that a
+                            // later renewal merges instead of overwriting.
+                            if u64::try_from(n).ok() == meta.rev.checked_add(1) {
+                                meta.rev += 1;
+                            }
                             meta.touch = meta.touch.max(now);
                         }
                         session.mark_saved();
-                        self.finish_with_evictions(
-                            ctx,
-                            Outcome::Saved {
-                                session,
-                                cookie: None,
-                            },
-                            evicted,
-                        )
+                        Outcome::Saved {
+                            session,
+                            cookie: None,
+                        }
                     }
-                }
+                };
+                self.finish(ctx, outcome)
             }
-            State::AwaitEvict => {
-                // Evicted sessions that are already gone are fine; a failed
-                // DEL is reported so the cap is not silently exceeded.
+            State::AwaitRevoke(outcome) => {
+                // A failed revocation is reported so the cap is not silently exceeded.
                 for r in &replies {
-                    if let Err(e) = int("evict", Some(r)) {
+                    if let Err(e) = int("revoke", Some(r)) {
                         return Next::Finish(Err(e));
                     }
                 }
-                let outcome = self.result.take();
-                Next::Finish(outcome.ok_or_else(|| {
-                    Error::Usage(crate::error::UsageError("internal: no outcome".into()))
-                }))
+                Next::Finish(Ok(outcome))
             }
-            State::Start | State::Done => Next::Finish(Err(crate::error::UsageError(
-                "replies after the end".into(),
-            )
-            .into())),
+            State::Start | State::Done => {
+                Next::Finish(Err(UsageError("replies after the end".into()).into()))
+            }
         }
     }
 }

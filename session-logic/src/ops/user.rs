@@ -3,9 +3,9 @@
 //! sessions: read the index, then act on every member in one pipeline.
 //!
 //! ```text
-//!   DestroyAll:  AwaitIndex [ZRANGE] ──► AwaitDelete [DEL × N, ZREM, WAIT?] ──► Done(Destroyed)
+//!   DestroyAll:  AwaitIndex [ZRANGE] ──► AwaitRevoke [revoke × N, WAIT?] ──► Done(Destroyed)
 //!   List:        AwaitIndex [prune, ZRANGE] ──► AwaitRecords [HMGET × N] ──► Done(Devices)
-//!   DestroyOne:  AwaitIndex [ZRANGE] ──► AwaitDelete [DEL, ZREM, WAIT?] ──► Done(Destroyed)
+//!   DestroyOne:  AwaitIndex [ZRANGE] ──► AwaitRevoke [revoke, WAIT?] ──► Done(Destroyed)
 //! ```
 
 use base64::Engine as _;
@@ -16,7 +16,7 @@ use crate::engine::Ctx;
 use crate::error::{Error, InputError, UsageError};
 use crate::expiry::{UnixMillis, expires_at, is_expired};
 use crate::keys::UserId;
-use crate::ops::{Machine, Next, int, members, unexpected};
+use crate::ops::{Machine, Next, int, members, revocations, unexpected};
 use crate::outcome::{Device, Outcome};
 use crate::record::{AUTH_AT, CREATED, DEADLINE, ROTATED, TOUCH, USER};
 use crate::step::{Command, Reply};
@@ -39,28 +39,25 @@ fn zrange(ctx: &Ctx, user: &UserId) -> Command {
     ])
 }
 
-/// `[DEL member…, ZREM index member…, WAIT?]`.
-fn delete_round(ctx: &Ctx, user: &UserId, targets: &[String]) -> Vec<Command> {
-    let mut cmds: Vec<Command> = targets
-        .iter()
-        .map(|m| Command::new([b"DEL".to_vec(), ctx.keys.member_key(m).into_bytes()]))
-        .collect();
-    let mut zrem = vec![b"ZREM".to_vec(), ctx.keys.user_key(user).into_bytes()];
-    zrem.extend(targets.iter().map(|m| m.clone().into_bytes()));
-    cmds.push(Command(zrem));
-    cmds.extend(ctx.wait());
+/// `[revoke member…, WAIT?]`: each session is deleted only while it still
+/// belongs to `user`. Index entries are left to deadline pruning, so a lost
+/// or partial round can never leave a live session unindexed.
+fn revoke_round(ctx: &Ctx, user: &UserId, targets: &[String]) -> Vec<Command> {
+    let mut cmds = revocations(ctx, user, targets);
+    if !cmds.is_empty() {
+        cmds.extend(ctx.wait());
+    }
     cmds
 }
 
-/// Sum the DEL replies of a delete round and check its ZREM and WAIT.
-fn deleted(ctx: &Ctx, replies: &[Reply], targets: usize) -> Result<u64, Error> {
+/// Sum the revoke replies of a revoke round and check its WAIT.
+fn revoked(ctx: &Ctx, replies: &[Reply], targets: usize) -> Result<u64, Error> {
     let mut count = 0u64;
     for r in replies.iter().take(targets) {
-        count = count.saturating_add(u64::try_from(int("DEL", Some(r))?).unwrap_or(0));
+        count = count.saturating_add(u64::try_from(int("revoke", Some(r))?).unwrap_or(0));
     }
-    int("ZREM", replies.get(targets))?;
     if ctx.wait().is_some() {
-        ctx.check_wait(replies.get(targets + 1))?;
+        ctx.check_wait(replies.get(targets))?;
     }
     Ok(count)
 }
@@ -97,7 +94,7 @@ impl Machine for DestroyAll {
                 };
                 let targets: Vec<String> = all
                     .into_iter()
-                    .filter(|m| Some(m) != self.keep.as_ref())
+                    .filter(|m| Some(m) != self.keep.as_ref() && ctx.keys.is_member(m))
                     .collect();
                 if targets.is_empty() {
                     return Next::Finish(Ok(Outcome::Destroyed {
@@ -106,9 +103,9 @@ impl Machine for DestroyAll {
                     }));
                 }
                 self.targets = Some(targets.len());
-                Next::Send(delete_round(ctx, &self.user, &targets))
+                Next::Send(revoke_round(ctx, &self.user, &targets))
             }
-            Some(n) => Next::Finish(deleted(ctx, &replies, n).map(|count| Outcome::Destroyed {
+            Some(n) => Next::Finish(revoked(ctx, &replies, n).map(|count| Outcome::Destroyed {
                 cookie: None,
                 count,
             })),
@@ -264,7 +261,7 @@ impl Machine for DestroyOne {
 
     fn on_replies(&mut self, ctx: &Ctx, replies: Vec<Reply>) -> Next {
         if self.target.is_some() {
-            return Next::Finish(deleted(ctx, &replies, 1).map(|count| Outcome::Destroyed {
+            return Next::Finish(revoked(ctx, &replies, 1).map(|count| Outcome::Destroyed {
                 cookie: None,
                 count,
             }));
@@ -282,7 +279,7 @@ impl Machine for DestroyOne {
                 count: 0,
             }));
         };
-        let cmds = delete_round(ctx, &self.user, std::slice::from_ref(&member));
+        let cmds = revoke_round(ctx, &self.user, std::slice::from_ref(&member));
         self.target = Some(member);
         Next::Send(cmds)
     }

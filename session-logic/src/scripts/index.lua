@@ -1,7 +1,7 @@
 -- index: maintain one user's session index, a sorted set of session handles
 -- scored by absolute deadline. Prunes dead entries, removes and adds members,
--- and, when a cap is set, evicts the oldest entries beyond it (returned so the
--- caller deletes those sessions), never the member just added. The index expires with its last session.
+-- and, when a cap is set, names the oldest entries beyond it (the caller revokes
+-- them), never the member just added. Entries leave only by deadline pruning.
 -- KEYS[1] user index key
 -- ARGV[1] now  ARGV[2] cap (0 = none)  ARGV[3] n = members to add
 -- ARGV[4 .. 3+2n] score, member pairs; ARGV[4+2n ..] members to remove
@@ -19,7 +19,7 @@ if cap > 0 then
     for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, count - cap)) do
       if #evicted < count - cap and m ~= keep then evicted[#evicted + 1] = m end
     end
-    redis.call('ZREM', KEYS[1], unpack(evicted))
+    -- kept until pruned: an entry outlives its key, never the other way round
   end
 end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')

@@ -19,16 +19,19 @@ pub enum Script {
     Retire,
     /// Maintain a per-user index.
     Index,
+    /// Delete a session only while it belongs to a given user.
+    Revoke,
 }
 
 impl Script {
     /// Every script, in a fixed order.
-    pub const ALL: [Script; 5] = [
+    pub const ALL: [Script; 6] = [
         Script::Load,
         Script::Save,
         Script::Create,
         Script::Retire,
         Script::Index,
+        Script::Revoke,
     ];
 
     /// The Lua source.
@@ -39,6 +42,7 @@ impl Script {
             Script::Create => include_str!("create.lua"),
             Script::Retire => include_str!("retire.lua"),
             Script::Index => include_str!("index.lua"),
+            Script::Revoke => include_str!("revoke.lua"),
         }
     }
 
@@ -50,16 +54,17 @@ impl Script {
             Script::Create => "create",
             Script::Retire => "retire",
             Script::Index => "index",
+            Script::Revoke => "revoke",
         }
     }
 
     /// Hex SHA-1 of the source, as Redis computes it for EVALSHA.
     pub fn sha1(self) -> &'static str {
-        static SHAS: OnceLock<[String; 5]> = OnceLock::new();
+        static SHAS: OnceLock<[String; 6]> = OnceLock::new();
         let shas = SHAS.get_or_init(|| {
             Script::ALL.map(|s| sha1_smol::Sha1::from(s.source()).digest().to_string())
         });
-        // `self as usize` indexes ALL in declaration order, which has exactly 5 entries.
+        // `self as usize` indexes ALL in declaration order, which has exactly 6 entries.
         shas.get(self as usize)
             .map(String::as_str)
             .unwrap_or_default()
