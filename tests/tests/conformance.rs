@@ -338,6 +338,21 @@ fn scenarios() -> BTreeMap<String, Value> {
     g.load(Some("load_old_id_after_grace_is_unknown"), T0 + 7000, &c3);
     g.load(Some("load_new_id_after_regenerate"), T0 + 7000, &c3_new);
 
+    // A save acknowledged to another request after this one loaded is merged
+    // into the renewed session, not lost (one extra round, only in that race).
+    let c5 = g.create(None, T0, 19, &[("a", json!(0)), ("b", json!(0))], None);
+    let mut a = Gen::session(&g.load(None, T0 + 1000, &c5));
+    let mut b = Gen::session(&g.load(None, T0 + 1000, &c5));
+    b.insert("b", json!("from B")).unwrap();
+    g.run(None, T0 + 1000, 0, VectorOp::Save { session: b });
+    a.insert("a", json!("from A")).unwrap();
+    g.run(
+        Some("regenerate_merges_a_parallel_save"),
+        T0 + 1000,
+        20,
+        VectorOp::Regenerate { session: a },
+    );
+
     // Destroy, and a save that races it.
     let c4 = g.create(None, T0, 6, &[("k", json!("v"))], None);
     let s4 = Gen::session(&g.load(None, T0 + 1000, &c4));
