@@ -24,7 +24,7 @@ use crate::expiry::UnixMillis;
 use crate::id::Entropy;
 use crate::keys::UserId;
 use crate::ops::save::{Save, create_round};
-use crate::ops::write::{NewRecord, check_sizes};
+use crate::ops::write::{NewRecord, check_sizes, save_command};
 use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
 use crate::record::{self, Meta, Stored};
@@ -148,20 +148,13 @@ impl Regenerate {
         if sets.is_empty() && deletes.is_empty() {
             return None;
         }
-        let c = &ctx.config;
-        let now = self.now;
-        let mut args = vec![
-            now.0.to_string(),
-            c.idle_timeout_ms.to_string(),
-            now.plus(c.idle_timeout_ms).0.to_string(),
-            sets.len().to_string(),
-        ];
-        for (f, v) in sets {
-            args.push(f);
-            args.push(v);
-        }
-        args.extend(deletes);
-        Some(ctx.script(Script::Save, &ctx.keys.member_key(&rec.member(ctx)), args))
+        Some(save_command(
+            ctx,
+            &ctx.keys.member_key(&rec.member(ctx)),
+            sets,
+            deletes,
+            self.now,
+        ))
     }
 
     fn success(&mut self, ctx: &Ctx, rec: NewRecord) -> Next {

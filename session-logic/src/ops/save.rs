@@ -22,11 +22,10 @@ use crate::expiry::UnixMillis;
 use crate::id::Entropy;
 use crate::keys::UserId;
 use crate::ops::regenerate::Regenerate;
-use crate::ops::write::{NewRecord, check_sizes};
+use crate::ops::write::{NewRecord, check_sizes, save_command};
 use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
 use crate::record::{self, AUTH_AT, Meta, USER};
-use crate::scripts::Script;
 use crate::session::{Change, Session, Status};
 use crate::step::{Command, Reply};
 
@@ -117,7 +116,6 @@ impl Save {
             )
             .into()));
         };
-        let c = &ctx.config;
         let now = self.now;
         let mut sets: Vec<(String, String)> = Vec::new();
         let mut deletes: Vec<String> = Vec::new();
@@ -136,18 +134,13 @@ impl Save {
                 _ => deletes.extend([USER.to_owned(), AUTH_AT.to_owned()]),
             }
         }
-        let mut args = vec![
-            now.0.to_string(),
-            c.idle_timeout_ms.to_string(),
-            now.plus(c.idle_timeout_ms).0.to_string(),
-            sets.len().to_string(),
-        ];
-        for (f, v) in sets {
-            args.push(f);
-            args.push(v);
-        }
-        args.extend(deletes);
-        let mut cmds = vec![ctx.script(Script::Save, &ctx.keys.session_key(id), args)];
+        let mut cmds = vec![save_command(
+            ctx,
+            &ctx.keys.session_key(id),
+            sets,
+            deletes,
+            now,
+        )];
         // A previous user's index keeps its entry until pruned; revoke checks
         // `$user`, so that stale entry can never log this session out.
         if session.user_changed

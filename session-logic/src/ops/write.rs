@@ -118,3 +118,26 @@ impl NewRecord {
         session
     }
 }
+
+/// `EVALSHA save` applying `sets` and `deletes` to the record at `key`.
+pub(crate) fn save_command(
+    ctx: &Ctx,
+    key: &str,
+    sets: Vec<(String, String)>,
+    deletes: Vec<String>,
+    now: UnixMillis,
+) -> Command {
+    let idle = ctx.config.idle_timeout_ms;
+    let mut args = vec![
+        now.0.to_string(),
+        idle.to_string(),
+        now.plus(idle).0.to_string(),
+        sets.len().to_string(),
+    ];
+    for (f, v) in sets {
+        args.push(f);
+        args.push(v);
+    }
+    args.extend(deletes);
+    ctx.script(Script::Save, key, args)
+}
