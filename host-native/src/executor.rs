@@ -278,9 +278,9 @@ pub(crate) fn failure(e: &redis::RedisError) -> BackendFailure {
 
 /// One `redis` value as the RESP2-shaped [`Reply`]; RESP3-only shapes are
 /// lowered the way Redis answers a RESP2 client (maps and sets become flat
-/// arrays, doubles bulk text, booleans 1/0). Same mapping as the test
-/// harness in `tests/src/lib.rs`.
-pub(crate) fn reply_from_value(value: redis::Value) -> Result<Reply, String> {
+/// arrays, doubles bulk text, booleans 1/0). The test harness in
+/// `tests/src/lib.rs` uses it too, so tests and host see the same replies.
+pub fn reply_from_value(value: redis::Value) -> Result<Reply, String> {
     use redis::Value;
     let replies = |items: Vec<Value>| -> Result<Vec<Reply>, String> {
         items.into_iter().map(reply_from_value).collect()

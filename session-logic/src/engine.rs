@@ -19,7 +19,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::config::Config;
 use crate::cookie::{self, CookieAttrs};
@@ -115,11 +115,7 @@ impl Ctx {
 
     /// The stored client-binding hash of a fingerprint.
     pub(crate) fn binding_hash(&self, client: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(b"session-logic client binding\0");
-        h.update(client.as_bytes());
-        let full = URL_SAFE_NO_PAD.encode(h.finalize());
-        full.get(..22).unwrap_or(&full).to_owned()
+        crate::keys::tagged_hash("session-logic client binding", client)
     }
 }
 

@@ -150,6 +150,18 @@ impl Keyspace {
     }
 }
 
+/// A short public token derived from `input` under a domain `tag`: 22
+/// base64url characters (132 bits) of SHA-256(tag, 0, input). Used for the
+/// client-binding hash and device handles, which must never reveal an ID.
+pub(crate) fn tagged_hash(tag: &str, input: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(tag.as_bytes());
+    h.update([0]);
+    h.update(input.as_bytes());
+    let full = URL_SAFE_NO_PAD.encode(h.finalize());
+    full.get(..22).unwrap_or(&full).to_owned()
+}
+
 /// Escape `* ? [ ] \` for a Redis glob pattern.
 pub fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

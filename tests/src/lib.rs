@@ -21,6 +21,7 @@
     clippy::indexing_slicing
 )]
 
+use host_native::executor::reply_from_value;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -483,38 +484,7 @@ pub fn execute_round_cluster(
         .collect()
 }
 
-/// Converts one `redis` crate value into the RESP2-shaped [`Reply`]. RESP3-only
-/// shapes are lowered the way Redis itself answers a RESP2 client: maps and
-/// sets become flat arrays, doubles become bulk text, booleans become 1/0.
-pub fn reply_from_value(value: redis::Value) -> Result<Reply, String> {
-    use redis::Value;
-    let replies = |items: Vec<Value>| -> Result<Vec<Reply>, String> {
-        items.into_iter().map(reply_from_value).collect()
-    };
-    Ok(match value {
-        Value::Nil => Reply::Nil,
-        Value::Int(n) => Reply::Int(n),
-        Value::BulkString(bytes) => Reply::Bulk(bytes),
-        Value::SimpleString(text) => Reply::Simple(text),
-        Value::Okay => Reply::Simple("OK".to_owned()),
-        Value::Array(items) | Value::Set(items) => Reply::Array(replies(items)?),
-        Value::Map(pairs) => Reply::Array(replies(
-            pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        )?),
-        Value::Attribute { data, .. } => reply_from_value(*data)?,
-        Value::Double(d) if d.is_nan() => Reply::Bulk(b"nan".to_vec()),
-        Value::Double(d) => Reply::Bulk(d.to_string().into_bytes()),
-        Value::Boolean(b) => Reply::Int(i64::from(b)),
-        Value::VerbatimString { text, .. } => Reply::Bulk(text.into_bytes()),
-        Value::ServerError(err) => Reply::Error(error_text(err.code(), err.details())),
-        // Big numbers and out-of-band pushes only exist on RESP3
-        // connections, which the harness never opens.
-        other => return Err(format!("reply has no RESP2 shape: {other:?}")),
-    })
-}
-
-/// The error line as Redis sent it: the client splits it at the first space
-/// into code and detail, so joining them restores it byte for byte.
+/// Redis's error line, rebuilt from the client's code/detail split.
 fn error_text(code: &str, detail: Option<&str>) -> String {
     match detail {
         Some(detail) => format!("{code} {detail}"),

@@ -363,8 +363,9 @@ impl Machine for Regenerate {
                 self.state = State::AwaitRetry { rec };
                 Next::Send(cmds)
             }
-            // Best effort: an orphan left by a failed DEL expires on its TTL; a
-            // failed revocation is reported so the cap is not silently exceeded.
+            // A failed cleanup DEL or revocation is reported rather than
+            // ignored (an orphan record would still expire on its TTL, but a
+            // missed revocation would silently exceed the per-user cap).
             State::AwaitLast(result) => {
                 for r in &replies {
                     if let Err(e) = int("cleanup", Some(r)) {

@@ -8,10 +8,6 @@
 //!   DestroyOne:  AwaitIndex [ZRANGE] ──► AwaitRevoke [revoke, WAIT?] ──► Done(Destroyed)
 //! ```
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
-
 use crate::engine::Ctx;
 use crate::error::{Error, InputError, UsageError};
 use crate::expiry::{UnixMillis, expires_at, is_expired};
@@ -23,11 +19,7 @@ use crate::step::{Command, Reply};
 
 /// The opaque device handle of an index member.
 pub(crate) fn handle(member: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"session-logic device\0");
-    h.update(member.as_bytes());
-    let full = URL_SAFE_NO_PAD.encode(h.finalize());
-    full.get(..22).unwrap_or(&full).to_owned()
+    crate::keys::tagged_hash("session-logic device", member)
 }
 
 fn zrange(ctx: &Ctx, user: &UserId) -> Command {
