@@ -8,7 +8,13 @@
 // that cannot be parsed should abort the test loudly, so the workspace's
 // no-panic lints are relaxed here (clippy.toml only relaxes them inside
 // #[test] functions). Not every test file uses every helper.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -32,34 +38,73 @@ impl RedisServer {
             .tempdir()
             .unwrap();
         let log = dir.path().join("redis.log");
-        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            log,
+            _dir: dir,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Start (again) on the same port, e.g. after [`RedisServer::kill`].
+    /// The data is gone: persistence is off.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn spawn(&mut self) {
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let _ = std::fs::remove_file(&self.log);
         let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // DEBUG SLEEP makes a slow Redis for the timeout tests.
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self._dir.path())
             .arg("--logfile")
-            .arg(&log)
+            .arg(&self.log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot run redis-server; install it or set REDIS_SERVER");
-        let server = RedisServer {
-            child: Some(child),
-            port,
-            log,
-            _dir: dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&server.log)
+        while !std::fs::read_to_string(&self.log)
             .is_ok_and(|t| t.contains("Ready to accept connections"))
         {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
-        server
+    }
+
+    /// One command on a fresh connection.
+    pub(crate) async fn query(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+
+    /// Every key name, via SCAN.
+    pub(crate) async fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut iter: redis::AsyncIter<String> =
+            redis::AsyncCommands::scan(&mut conn).await.unwrap();
+        let mut keys = Vec::new();
+        while let Some(k) = iter.next_item().await {
+            keys.push(k.unwrap());
+        }
+        keys.sort();
+        keys
     }
 
     pub(crate) fn url(&self) -> String {
@@ -153,15 +198,48 @@ pub(crate) async fn request(
     path: &str,
     cookie: Option<&str>,
 ) -> Reply {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+    send(addr, method, path, &headers, b"").await
+}
+
+/// A JSON POST; the reply body parsed as JSON (`Null` if it is not JSON).
+pub(crate) async fn post_json(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (Reply, serde_json::Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let r = send(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        &bytes,
+    )
+    .await;
+    let json = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+    (r, json)
+}
+
+/// One HTTP/1.1 request with any headers and body.
+pub(crate) async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
     );
-    if let Some(c) = cookie {
-        head.push_str(&format!("Cookie: {c}\r\n"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8(raw).unwrap();
@@ -193,4 +271,93 @@ pub(crate) fn listening(port: u16) -> bool {
         Duration::from_millis(100),
     )
     .is_ok()
+}
+
+/// The real `session-host serve` binary on a free loopback port, its
+/// stdout and stderr in a log file (debug level) that tests can search.
+pub(crate) struct SessionHost {
+    child: Option<Child>,
+    pub(crate) addr: std::net::SocketAddr,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl SessionHost {
+    /// Start with `args` after `serve --listen …`; wait until it answers.
+    pub(crate) async fn start(args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("session-host-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join("session-host.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let port = free_port();
+        let addr: std::net::SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+        let child = Command::new(env!("CARGO_BIN_EXE_session-host"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .env_remove("SESSION_HOST_REDIS")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut host = SessionHost {
+            child: Some(child),
+            addr,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !listening(port) {
+            if let Some(status) = host.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("session-host exited with {status}:\n{}", host.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session-host did not start:\n{}",
+                host.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        host
+    }
+
+    /// Everything it logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; its exit status.
+    pub(crate) fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SessionHost {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- session-host log:\n{}", self.log());
+        }
+    }
 }

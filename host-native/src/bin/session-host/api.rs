@@ -4,15 +4,25 @@
 //! service supplies time and entropy and talks to Redis. Errors are
 //! `{code, message}` with the core's status (503 when Redis is down).
 //!
+//! Changes travel as a change set next to the session (`set`, `remove`,
+//! `user`), so callers never edit the session object itself and every key
+//! goes through the core's checks. Request bodies that are not the JSON an
+//! endpoint expects get a `{code, message}` 4xx like every other error.
+//!
 //! The API trusts its caller (it hands out session IDs): bind it to
 //! loopback or a private network.
 
-use axum::extract::{Path, State};
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, OptionalFromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use session_logic::{Error, Op, Outcome, Session, UserId};
 
 use crate::App;
@@ -50,6 +60,97 @@ struct SessionRequest {
     session: Session,
 }
 
+/// `save` and `regenerate`: the session as the last operation returned it,
+/// plus what this request changes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeRequest {
+    session: Session,
+    #[serde(flatten)]
+    changes: Changes,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    /// Data keys to set.
+    #[serde(default)]
+    set: BTreeMap<String, Value>,
+    /// Data keys to remove (applied before `set`).
+    #[serde(default)]
+    remove: Vec<String>,
+    /// Bind the session to this user (a string) or unbind it (`null`);
+    /// absent leaves it as it is.
+    #[serde(default, deserialize_with = "present")]
+    user: Option<Option<String>>,
+}
+
+/// Tells an explicit `null` (Some(None)) from an absent field (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl Changes {
+    fn apply(self, session: &mut Session) -> Result<(), Error> {
+        for key in &self.remove {
+            session.remove(key);
+        }
+        for (key, value) in self.set {
+            session.insert(key, value).map_err(Error::Input)?;
+        }
+        match self.user {
+            Some(Some(user)) => session.set_user(UserId::new(user)?, clock::now()),
+            Some(None) => session.clear_user(),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// `axum::Json` whose rejections answer like every other API error:
+/// `{code, message}` with 400 (not JSON, wrong shape), 413 (too large) or
+/// 415 (no JSON content type).
+struct Body<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match <Json<T> as FromRequest<S>>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => Err(body_error(&rejection)),
+        }
+    }
+}
+
+/// An optional body: none without a JSON content type.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match <Json<T> as OptionalFromRequest<S>>::from_request(req, state).await {
+            Ok(value) => Ok(value.map(|Json(v)| Body(v))),
+            Err(rejection) => Err(body_error(&rejection)),
+        }
+    }
+}
+
+fn body_error(rejection: &JsonRejection) -> Response {
+    let (status, code) = match rejection {
+        JsonRejection::MissingJsonContentType(_) => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        }
+        JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+        JsonRejection::JsonDataError(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+        }
+        _ => (StatusCode::BAD_REQUEST, "invalid_request"),
+    };
+    let body = serde_json::json!({ "code": code, "message": rejection.body_text() });
+    (status, Json(body)).into_response()
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct UserRequest {
@@ -58,7 +159,7 @@ struct UserRequest {
     session: Option<Session>,
 }
 
-async fn load(State(app): State<App>, Json(req): Json<LoadRequest>) -> Response {
+async fn load(State(app): State<App>, Body(req): Body<LoadRequest>) -> Response {
     let now = clock::now();
     let op = match &req.id {
         Some(id) => app.engine.load_id(id, req.client.as_deref(), now),
@@ -69,32 +170,40 @@ async fn load(State(app): State<App>, Json(req): Json<LoadRequest>) -> Response 
     run(&app, "load", op).await
 }
 
-async fn save(State(app): State<App>, Json(req): Json<SessionRequest>) -> Response {
+async fn save(State(app): State<App>, Body(req): Body<ChangeRequest>) -> Response {
+    let mut session = req.session;
+    if let Err(e) = req.changes.apply(&mut session) {
+        return error(&e);
+    }
     match clock::entropy() {
         Ok(entropy) => {
-            let op = app.engine.save(req.session, entropy, clock::now());
+            let op = app.engine.save(session, entropy, clock::now());
             run(&app, "save", op).await
         }
         Err(e) => entropy_failed(e),
     }
 }
 
-async fn regenerate(State(app): State<App>, Json(req): Json<SessionRequest>) -> Response {
+async fn regenerate(State(app): State<App>, Body(req): Body<ChangeRequest>) -> Response {
+    let mut session = req.session;
+    if let Err(e) = req.changes.apply(&mut session) {
+        return error(&e);
+    }
     match clock::entropy() {
         Ok(entropy) => {
-            let op = app.engine.regenerate(req.session, entropy, clock::now());
+            let op = app.engine.regenerate(session, entropy, clock::now());
             run(&app, "regenerate", op).await
         }
         Err(e) => entropy_failed(e),
     }
 }
 
-async fn destroy(State(app): State<App>, Json(req): Json<SessionRequest>) -> Response {
+async fn destroy(State(app): State<App>, Body(req): Body<SessionRequest>) -> Response {
     let op = app.engine.destroy(req.session, clock::now());
     run(&app, "destroy", op).await
 }
 
-async fn touch(State(app): State<App>, Json(req): Json<SessionRequest>) -> Response {
+async fn touch(State(app): State<App>, Body(req): Body<SessionRequest>) -> Response {
     let op = app.engine.touch(req.session, clock::now());
     run(&app, "touch", op).await
 }
@@ -102,9 +211,9 @@ async fn touch(State(app): State<App>, Json(req): Json<SessionRequest>) -> Respo
 async fn logout_everywhere(
     State(app): State<App>,
     Path(user): Path<String>,
-    body: Option<Json<UserRequest>>,
+    body: Option<Body<UserRequest>>,
 ) -> Response {
-    let req = body.map(|Json(r)| r).unwrap_or_default();
+    let req = body.map(|Body(r)| r).unwrap_or_default();
     match UserId::new(user) {
         Ok(user) => {
             let op = app
@@ -119,9 +228,9 @@ async fn logout_everywhere(
 async fn devices(
     State(app): State<App>,
     Path(user): Path<String>,
-    body: Option<Json<UserRequest>>,
+    body: Option<Body<UserRequest>>,
 ) -> Response {
-    let req = body.map(|Json(r)| r).unwrap_or_default();
+    let req = body.map(|Body(r)| r).unwrap_or_default();
     match UserId::new(user) {
         Ok(user) => {
             let op = app
