@@ -249,7 +249,7 @@ impl Engine {
         ))
     }
 
-    fn op(&self, machine: impl ops::Machine + 'static) -> Op {
+    pub(crate) fn op(&self, machine: impl ops::Machine + 'static) -> Op {
         Op {
             ctx: Arc::clone(&self.ctx),
             machine: Box::new(machine),

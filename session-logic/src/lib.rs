@@ -83,6 +83,7 @@
 
 #[cfg(feature = "wasm-abi")]
 mod abi;
+pub mod admin;
 pub mod config;
 pub mod conformance;
 pub mod cookie;

@@ -59,6 +59,8 @@ pub(crate) struct DestroyAll {
     user: UserId,
     keep: Option<String>,
     targets: Option<usize>,
+    /// Members given up front (found by a scan): skip the index read.
+    preset: Option<Vec<String>>,
 }
 
 impl DestroyAll {
@@ -68,35 +70,52 @@ impl DestroyAll {
             user,
             keep,
             targets: None,
+            preset: None,
         }
+    }
+
+    /// Revoke exactly these members (one round), without reading the index.
+    pub(crate) fn members(user: UserId, members: Vec<String>) -> DestroyAll {
+        DestroyAll {
+            user,
+            keep: None,
+            targets: None,
+            preset: Some(members),
+        }
+    }
+
+    /// The revoke round for `all` minus the kept and non-session members,
+    /// or the outcome when nothing is left to revoke.
+    fn revoke(&mut self, ctx: &Ctx, all: Vec<String>) -> Next {
+        let targets: Vec<String> = all
+            .into_iter()
+            .filter(|m| Some(m) != self.keep.as_ref() && ctx.keys.is_member(m))
+            .collect();
+        if targets.is_empty() {
+            return Next::Finish(Ok(Outcome::Destroyed {
+                cookie: None,
+                count: 0,
+            }));
+        }
+        self.targets = Some(targets.len());
+        Next::Send(revoke_round(ctx, &self.user, &targets))
     }
 }
 
 impl Machine for DestroyAll {
     fn start(&mut self, ctx: &Ctx) -> Next {
-        Next::Send(vec![zrange(ctx, &self.user)])
+        match self.preset.take() {
+            Some(members) => self.revoke(ctx, members),
+            None => Next::Send(vec![zrange(ctx, &self.user)]),
+        }
     }
 
     fn on_replies(&mut self, ctx: &Ctx, replies: Vec<Reply>) -> Next {
         match self.targets {
-            None => {
-                let all = match members("ZRANGE", replies.first()) {
-                    Ok(m) => m,
-                    Err(e) => return Next::Finish(Err(e)),
-                };
-                let targets: Vec<String> = all
-                    .into_iter()
-                    .filter(|m| Some(m) != self.keep.as_ref() && ctx.keys.is_member(m))
-                    .collect();
-                if targets.is_empty() {
-                    return Next::Finish(Ok(Outcome::Destroyed {
-                        cookie: None,
-                        count: 0,
-                    }));
-                }
-                self.targets = Some(targets.len());
-                Next::Send(revoke_round(ctx, &self.user, &targets))
-            }
+            None => match members("ZRANGE", replies.first()) {
+                Ok(all) => self.revoke(ctx, all),
+                Err(e) => Next::Finish(Err(e)),
+            },
             Some(n) => Next::Finish(revoked(ctx, &replies, n).map(|count| Outcome::Destroyed {
                 cookie: None,
                 count,

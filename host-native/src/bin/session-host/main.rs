@@ -3,6 +3,7 @@
 //! `/metrics` and a small demo site, on Redis when given a URL and on the
 //! embedded in-memory backend otherwise.
 
+mod admin;
 mod api;
 mod demo;
 
@@ -39,6 +40,38 @@ struct Cli {
 enum Cmd {
     /// Serve the JSON API, /healthz, /metrics and the demo site.
     Serve(ServeArgs),
+    /// Show one stored session (metadata and data sizes; values with
+    /// --values). Prints JSON; never prints a session ID.
+    Inspect {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        target: admin::Target,
+        /// Include the data values (they may be personal data).
+        #[arg(long)]
+        values: bool,
+    },
+    /// Sign a user out everywhere: revoke every session of USER through the
+    /// user's index, or with --scan by scanning the keyspace (when the index
+    /// was lost, e.g. evicted or restored from an old backup).
+    RevokeUser {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The user id sessions are bound to.
+        user: String,
+        /// Find the sessions by SCAN instead of the index.
+        #[arg(long)]
+        scan: bool,
+        #[command(flatten)]
+        bounds: admin::ScanBounds,
+    },
+    /// Count sessions, users, markers and indexes by SCAN, at a bounded cost.
+    Stats {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        bounds: admin::ScanBounds,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,8 +79,15 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where sessions are stored and under which rules.
+#[derive(clap::Args, Debug)]
+struct StoreArgs {
     /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p. Without it,
-    /// sessions live in this process's memory.
+    /// `serve` keeps sessions in this process's memory.
     #[arg(long, env = "SESSION_HOST_REDIS")]
     redis: Option<String>,
     /// Session config (JSON); defaults otherwise.
@@ -76,7 +116,9 @@ struct App {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr: stdout is for the admin commands' JSON.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -84,6 +126,33 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve(args) => serve(args).await,
+        Cmd::Inspect {
+            store,
+            target,
+            values,
+        } => {
+            admin_run(&store, |engine, backend| async move {
+                admin::inspect(&engine, backend.as_ref(), &target, values).await
+            })
+            .await
+        }
+        Cmd::RevokeUser {
+            store,
+            user,
+            scan,
+            bounds,
+        } => {
+            admin_run(&store, |engine, backend| async move {
+                admin::revoke_user(&engine, backend.as_ref(), &user, scan, &bounds).await
+            })
+            .await
+        }
+        Cmd::Stats { store, bounds } => {
+            admin_run(&store, |engine, backend| async move {
+                admin::stats(&engine, backend.as_ref(), &bounds).await
+            })
+            .await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,8 +164,26 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
-    let mut config = match &args.config {
+/// Run an admin command against the Redis of `store` and print its JSON.
+async fn admin_run<F, Fut>(store: &StoreArgs, command: F) -> Result<(), String>
+where
+    F: FnOnce(Engine, Arc<dyn Backend>) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, String>>,
+{
+    let engine = engine(store)?;
+    let Some(backend) = redis_backend(store).await? else {
+        return Err("admin commands need --redis URL (or SESSION_HOST_REDIS)".into());
+    };
+    let report = command(engine, backend).await?;
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The engine from `--config` (defaults otherwise), with a per-process log
+/// key when the config has none.
+fn engine(store: &StoreArgs) -> Result<Engine, String> {
+    let mut config = match &store.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
@@ -110,29 +197,38 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("the OS random number generator failed: {e}"))?;
         config.log_key = Some(key.0.iter().map(|b| format!("{b:02x}")).collect());
     }
-    let engine = Engine::new(config).map_err(|e| e.to_string())?;
-    let backend: Arc<dyn Backend> = match &args.redis {
-        Some(url) => {
-            let tls_ca_pem = match &args.tls_ca {
-                Some(path) => Some(
-                    std::fs::read(path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-                ),
-                None => None,
-            };
-            let opts = ConnectOptions {
-                command_timeout: Duration::from_millis(args.command_timeout_ms),
-                insecure_tls: args.insecure_tls,
-                tls_ca_pem,
-                ..ConnectOptions::default()
-            };
-            let backend = connect::connect(url, &opts)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(redis = %connect::redact(url), kind = backend.kind(), "connected to redis");
-            connect::check_eviction_policy(backend.as_ref()).await;
-            backend
+    Engine::new(config).map_err(|e| e.to_string())
+}
+
+/// The Redis backend of `store`, or `None` without a URL.
+async fn redis_backend(store: &StoreArgs) -> Result<Option<Arc<dyn Backend>>, String> {
+    let Some(url) = &store.redis else {
+        return Ok(None);
+    };
+    let tls_ca_pem = match &store.tls_ca {
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
         }
+        None => None,
+    };
+    let opts = ConnectOptions {
+        command_timeout: Duration::from_millis(store.command_timeout_ms),
+        insecure_tls: store.insecure_tls,
+        tls_ca_pem,
+        ..ConnectOptions::default()
+    };
+    let backend = connect::connect(url, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(redis = %connect::redact(url), kind = backend.kind(), "connected to redis");
+    connect::check_eviction_policy(backend.as_ref()).await;
+    Ok(Some(backend))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let engine = engine(&args.store)?;
+    let backend: Arc<dyn Backend> = match redis_backend(&args.store).await? {
+        Some(backend) => backend,
         None => {
             tracing::warn!(
                 "NO REDIS URL GIVEN (--redis or SESSION_HOST_REDIS): sessions are kept in this \
