@@ -342,8 +342,13 @@ async fn bad_requests_get_typed_4xx_and_write_nothing() {
 }
 
 #[tokio::test]
-async fn graceful_shutdown_on_sigterm() {
+async fn openapi_document_and_graceful_shutdown() {
     let mut host = SessionHost::start(&[]).await;
+    let r = common::request(host.addr, "GET", "/openapi.json", None).await;
+    assert_eq!(r.status, 200);
+    let doc: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert!(doc["paths"]["/api/v1/save"]["post"]["requestBody"].is_object());
     let status = host.terminate().unwrap();
     assert!(status.success(), "{status}");
     assert!(host.log().contains("shut down cleanly"));

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use session_logic::{Error, Op, Outcome, Session, UserId};
+use utoipa::ToSchema;
 
 use crate::App;
 use host_native::clock;
@@ -43,9 +44,10 @@ pub(crate) fn routes() -> Router<App> {
         )
 }
 
-#[derive(Deserialize)]
+/// Load by cookie header or bare ID (neither: a visitor without a session).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoadRequest {
+pub(crate) struct LoadRequest {
     /// The session ID, if the app carries it outside a cookie.
     id: Option<String>,
     /// The raw `Cookie` header, if the app forwards it.
@@ -54,23 +56,26 @@ struct LoadRequest {
     client: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The session as the last operation returned it.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SessionRequest {
+pub(crate) struct SessionRequest {
+    #[schema(value_type = crate::openapi::SessionObject)]
     session: Session,
 }
 
 /// `save` and `regenerate`: the session as the last operation returned it,
 /// plus what this request changes.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ChangeRequest {
+pub(crate) struct ChangeRequest {
+    #[schema(value_type = crate::openapi::SessionObject)]
     session: Session,
     #[serde(flatten)]
     changes: Changes,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Changes {
     /// Data keys to set.
@@ -82,6 +87,7 @@ struct Changes {
     /// Bind the session to this user (a string) or unbind it (`null`);
     /// absent leaves it as it is.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     user: Option<Option<String>>,
 }
 
@@ -151,11 +157,13 @@ fn body_error(rejection: &JsonRejection) -> Response {
     (status, Json(body)).into_response()
 }
 
-#[derive(Deserialize, Default)]
+/// Optional body of the per-user operations.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserRequest {
+pub(crate) struct UserRequest {
     /// The caller's current session (kept by logout-everywhere, marked
     /// `current` in the device list).
+    #[schema(value_type = Option<crate::openapi::SessionObject>)]
     session: Option<Session>,
 }
 

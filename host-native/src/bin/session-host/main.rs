@@ -6,6 +6,7 @@
 mod admin;
 mod api;
 mod demo;
+mod openapi;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -248,6 +249,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let router = Router::new()
         .merge(demo::routes().layer(sessions))
         .nest("/api/v1", api::routes())
+        .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(app);
@@ -282,6 +284,10 @@ async fn healthz(State(app): State<App>) -> impl IntoResponse {
         "detail": detail,
     });
     (status, axum::Json(body))
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    axum::Json(openapi::document())
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
