@@ -12,6 +12,8 @@
 //! - [`SessionLayer`] and the [`Session`] extractor: sessions for axum apps,
 //!   loaded lazily, saved once per request, fail-closed on backend errors.
 //! - [`Metrics`]: counters the layer and the `session-host` binary share.
+//! - `TowerStore` (feature `tower-sessions`): a `tower_sessions::SessionStore`
+//!   for apps already on tower-sessions, with what that trait cannot offer.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -36,8 +38,12 @@ pub mod executor;
 mod extract;
 mod layer;
 pub mod metrics;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_store;
 
 pub use executor::{Backend, ClusterBackend, MemoryBackend, RedisBackend, drive};
 pub use extract::{Session, SessionError};
 pub use layer::{SessionLayer, SessionService};
 pub use metrics::Metrics;
+#[cfg(feature = "tower-sessions")]
+pub use tower_store::TowerStore;

@@ -27,6 +27,11 @@ pub enum IdFormat {
     Base64url,
     /// 44 characters of standard base64 with padding, as Vapor writes them.
     Base64Padded,
+    /// 22 characters of base64url without padding: 128 random bits, the
+    /// shape tower-sessions gives its IDs, so its `SessionStore` can keep
+    /// them. 128 bits is still far beyond guessing (OWASP asks for 64 bits
+    /// of entropy); prefer the 256-bit default elsewhere.
+    Base64url128,
 }
 
 /// What to do when a request's client fingerprint differs from the one the

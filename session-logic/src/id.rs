@@ -49,28 +49,31 @@ impl fmt::Debug for SessionId {
 }
 
 impl SessionId {
-    /// Mint from 32 random bytes.
+    /// Mint from 32 random bytes (the 128-bit format uses the first 16).
     pub(crate) fn mint(bytes: &[u8; 32], format: IdFormat) -> SessionId {
         SessionId(match format {
             IdFormat::Base64url => URL_SAFE_NO_PAD.encode(bytes),
             IdFormat::Base64Padded => STANDARD.encode(bytes),
+            IdFormat::Base64url128 => URL_SAFE_NO_PAD.encode(bytes.get(..16).unwrap_or(bytes)),
         })
     }
 
     /// Strict parse: exact length and alphabet of `format`, decoding to 32
-    /// bytes with canonical trailing bits. Anything else is `None`.
+    /// bytes (16 for the 128-bit format) with canonical trailing bits.
+    /// Anything else is `None`.
     pub fn parse(text: &str, format: IdFormat) -> Option<SessionId> {
-        let (len, engine) = match format {
-            IdFormat::Base64url => (43, &URL_SAFE_NO_PAD),
-            IdFormat::Base64Padded => (44, &STANDARD),
+        let (len, engine, bytes) = match format {
+            IdFormat::Base64url => (43, &URL_SAFE_NO_PAD, 32),
+            IdFormat::Base64Padded => (44, &STANDARD, 32),
+            IdFormat::Base64url128 => (22, &URL_SAFE_NO_PAD, 16),
         };
         if text.len() != len {
             return None;
         }
-        // The engines reject non-canonical trailing bits, so each 32-byte
-        // value has exactly one accepted spelling.
-        let bytes = engine.decode(text).ok()?;
-        (bytes.len() == 32).then(|| SessionId(text.to_owned()))
+        // The engines reject non-canonical trailing bits, so each value has
+        // exactly one accepted spelling.
+        let decoded = engine.decode(text).ok()?;
+        (decoded.len() == bytes).then(|| SessionId(text.to_owned()))
     }
 
     /// The cookie value. Never log this; log `Engine::sid_hash` instead.
@@ -128,6 +131,27 @@ mod tests {
         *last = if *last == 'E' { 'F' } else { 'B' };
         let noncanonical: String = chars.into_iter().collect();
         assert!(SessionId::parse(&noncanonical, IdFormat::Base64url).is_none());
+    }
+
+    #[test]
+    fn tower_sessions_shaped_ids_are_22_chars_of_128_bits() {
+        let id = SessionId::mint(&[0xab; 32], IdFormat::Base64url128);
+        assert_eq!(id.expose().len(), 22);
+        assert_eq!(
+            SessionId::parse(id.expose(), IdFormat::Base64url128),
+            Some(id.clone())
+        );
+        assert!(SessionId::parse(id.expose(), IdFormat::Base64url).is_none());
+        let long = SessionId::mint(&[0xab; 32], IdFormat::Base64url);
+        assert!(SessionId::parse(long.expose(), IdFormat::Base64url128).is_none());
+        // Non-canonical trailing bits are refused here too.
+        // The last character carries 2 bits; its low 4 must be zero, so
+        // the next letter of the alphabet spells the same bytes wrongly.
+        let mut text = id.expose().to_owned();
+        let last = text.pop().unwrap();
+        assert!(matches!(last, 'A' | 'Q' | 'g' | 'w'), "{last}");
+        text.push(char::from(u8::try_from(last).unwrap() + 1));
+        assert!(SessionId::parse(&text, IdFormat::Base64url128).is_none());
     }
 
     #[test]

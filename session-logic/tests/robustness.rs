@@ -196,9 +196,25 @@ const STD_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 
 fn alphabet(format: IdFormat) -> &'static [u8; 64] {
     match format {
-        IdFormat::Base64url => URL_ALPHABET,
+        IdFormat::Base64url | IdFormat::Base64url128 => URL_ALPHABET,
         IdFormat::Base64Padded => STD_ALPHABET,
     }
+}
+
+/// (text length, data characters, bytes, unused trailing bits) of a format.
+fn spec(format: IdFormat) -> (usize, usize, usize, u32) {
+    match format {
+        IdFormat::Base64url => (43, 43, 32, 2),
+        IdFormat::Base64Padded => (44, 43, 32, 2),
+        IdFormat::Base64url128 => (22, 22, 16, 4),
+    }
+}
+
+/// Random bytes of the size `format` carries.
+fn id_bytes(rng: &mut Rng, format: IdFormat) -> Vec<u8> {
+    let mut b = rng.bytes32().to_vec();
+    b.truncate(spec(format).2);
+    b
 }
 
 /// Base64 of `bytes` in `format`'s alphabet, padded for `Base64Padded`.
@@ -225,19 +241,17 @@ fn encode(bytes: &[u8], format: IdFormat) -> String {
 
 /// The specification of a session ID: exactly 43 characters of the format's
 /// alphabet (plus one '=' when padded) carrying 32 bytes, with the 2 unused
-/// trailing bits zero. Returns the bytes.
-fn reference_decode(text: &str, format: IdFormat) -> Option<[u8; 32]> {
+/// trailing bits zero; or 22 characters carrying 16 bytes with 4 zero bits
+/// for the 128-bit format. Returns the bytes.
+fn reference_decode(text: &str, format: IdFormat) -> Option<Vec<u8>> {
     let b = text.as_bytes();
-    let len = match format {
-        IdFormat::Base64url => 43,
-        IdFormat::Base64Padded => 44,
-    };
+    let (len, data, nbytes, trailing) = spec(format);
     if b.len() != len || (format == IdFormat::Base64Padded && b[43] != b'=') {
         return None;
     }
     let alphabet = alphabet(format);
-    let (mut out, mut acc, mut bits, mut at) = ([0u8; 32], 0u32, 0u32, 0usize);
-    for &c in &b[..43] {
+    let (mut out, mut acc, mut bits, mut at) = (vec![0u8; nbytes], 0u32, 0u32, 0usize);
+    for &c in &b[..data] {
         let v = alphabet.iter().position(|&a| a == c)? as u32;
         acc = (acc << 6) | v;
         bits += 6;
@@ -248,7 +262,7 @@ fn reference_decode(text: &str, format: IdFormat) -> Option<[u8; 32]> {
             acc &= (1 << bits) - 1;
         }
     }
-    (at == 32 && bits == 2 && acc == 0).then_some(out)
+    (at == nbytes && bits == trailing && acc == 0).then_some(out)
 }
 
 // ---- 1. the ID parser -------------------------------------------------------
@@ -276,17 +290,18 @@ fn random_id_char(rng: &mut Rng) -> char {
 /// One candidate ID: valid, near-valid or garbage, mostly 40..=47 chars.
 fn hostile_id(rng: &mut Rng, out: &mut String) {
     out.clear();
-    let format = if rng.one_in(2) {
-        IdFormat::Base64url
-    } else {
-        IdFormat::Base64Padded
+    let format = match rng.below(3) {
+        0 => IdFormat::Base64url,
+        1 => IdFormat::Base64Padded,
+        _ => IdFormat::Base64url128,
     };
     match rng.below(16) {
         // A minted ID, untouched.
-        0..=2 => out.push_str(&encode(&rng.bytes32(), format)),
+        0..=2 => out.push_str(&encode(&id_bytes(rng, format), format)),
         // A minted ID with a few mutations.
         3..=9 => {
-            let mut chars: Vec<char> = encode(&rng.bytes32(), format).chars().collect();
+            let bytes = id_bytes(rng, format);
+            let mut chars: Vec<char> = encode(&bytes, format).chars().collect();
             for _ in 0..=rng.below(3) {
                 let at = rng.below(chars.len().max(1));
                 match rng.below(9) {
@@ -370,28 +385,25 @@ fn id_parser_survives_a_million_hostile_inputs() {
     let mut rng = Rng(0x243f_6a88_85a3_08d3);
     let mut panics = Panics::new();
     let mut text = String::new();
-    let (mut accepted, mut rejected_near_miss) = ([0usize; 2], 0usize);
+    let (mut accepted, mut rejected_near_miss) = ([0usize; 3], 0usize);
     for _ in 0..MILLION {
         let keep_going = panics.run(&mut rng, |rng, trace| {
             hostile_id(rng, &mut text);
             trace.log(|| format!("SessionId::parse({text:?}, …)"));
-            for (i, format) in [IdFormat::Base64url, IdFormat::Base64Padded]
-                .into_iter()
-                .enumerate()
+            for (i, format) in [
+                IdFormat::Base64url,
+                IdFormat::Base64Padded,
+                IdFormat::Base64url128,
+            ]
+            .into_iter()
+            .enumerate()
             {
                 let got = SessionId::parse(&text, format);
                 let want = reference_decode(&text, format);
                 assert_eq!(got.is_some(), want.is_some(), "{format:?} {text:?}");
                 if let (Some(id), Some(bytes)) = (got, want) {
                     assert_eq!(id.expose(), text);
-                    assert_eq!(
-                        text.len(),
-                        if format == IdFormat::Base64url {
-                            43
-                        } else {
-                            44
-                        }
-                    );
+                    assert_eq!(text.len(), spec(format).0);
                     assert_eq!(
                         encode(&bytes, format),
                         text,

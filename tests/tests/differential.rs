@@ -681,11 +681,13 @@ enum Performed {
 const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const B64STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Canonical base64 of 32 bytes in the deployment's ID format.
+/// Canonical base64 of 32 bytes (the first 16 for the 128-bit format) in
+/// the deployment's ID format.
 fn encode_id(bytes: &[u8; 32], format: IdFormat) -> String {
-    let alphabet = match format {
-        IdFormat::Base64url => B64URL,
-        IdFormat::Base64Padded => B64STD,
+    let (alphabet, bytes) = match format {
+        IdFormat::Base64url => (B64URL, &bytes[..]),
+        IdFormat::Base64Padded => (B64STD, &bytes[..]),
+        IdFormat::Base64url128 => (B64URL, &bytes[..16]),
     };
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
