@@ -10,9 +10,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::sentinel::SentinelClient;
 use session_logic::memory::Memory;
 use session_logic::step::BackendFailure;
 use session_logic::{Command, Error, Op, Outcome, Reply, Round, Step};
@@ -130,6 +131,133 @@ impl Backend for RedisBackend {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// Redis behind Sentinel: the master is resolved through the sentinels
+/// (which also checks that the node answers `ROLE` as a master) and then
+/// used over one multiplexed connection. That connection is dropped when a
+/// round fails in transport (lost connection, timeout) or a reply says the
+/// node is no longer a writable master (`READONLY`, `MASTERDOWN`); the next
+/// round asks Sentinel again. The failing round itself is not retried (it
+/// may or may not have been applied): the machine turns it into a typed
+/// backend error, i.e. a 503.
+pub struct SentinelBackend {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The current master connection and its generation (so a failure on
+    /// an old connection does not drop a newer one).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generations: std::sync::atomic::AtomicU64,
+    config: redis::AsyncConnectionConfig,
+    timeout: Duration,
+    resolve_timeout: Duration,
+}
+
+impl SentinelBackend {
+    /// Resolve the master now (so a bad address, name or password fails at
+    /// start-up) and keep `client` to re-resolve after a failover.
+    /// `timeout` bounds each round, `resolve_timeout` each resolution.
+    pub async fn connect(
+        client: SentinelClient,
+        timeout: Duration,
+        resolve_timeout: Duration,
+    ) -> Result<Self, BackendFailure> {
+        let backend = SentinelBackend {
+            sentinel: tokio::sync::Mutex::new(client),
+            current: Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(resolve_timeout))
+                .set_response_timeout(Some(timeout)),
+            timeout,
+            resolve_timeout,
+        };
+        backend.connection().await?;
+        Ok(backend)
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+        // Only plain assignments happen under this lock.
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The master connection, resolving it through Sentinel when there is none.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), BackendFailure> {
+        if let Some(found) = self.current().clone() {
+            return Ok(found);
+        }
+        // One resolution at a time; whoever waited reuses its result.
+        let mut sentinel = self.sentinel.lock().await;
+        if let Some(found) = self.current().clone() {
+            return Ok(found);
+        }
+        let resolved = tokio::time::timeout(
+            self.resolve_timeout,
+            sentinel.get_async_connection_with_config(&self.config),
+        )
+        .await
+        .map_err(|_elapsed| {
+            BackendFailure::Unavailable("timed out resolving the master through Sentinel".into())
+        })?
+        .map_err(|e| {
+            BackendFailure::Unavailable(format!("cannot resolve the master through Sentinel: {e}"))
+        })?;
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.current() = Some((generation, resolved.clone()));
+        tracing::info!(generation, "connected to the master Sentinel names");
+        Ok((generation, resolved))
+    }
+
+    /// Drop connection `generation` so that the next round re-resolves.
+    fn forget(&self, generation: u64, why: &str) {
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            tracing::warn!(
+                reason = why,
+                "dropping the master connection; asking Sentinel again"
+            );
+            *current = None;
+        }
+    }
+}
+
+impl Backend for SentinelBackend {
+    fn execute<'a>(
+        &'a self,
+        round: &'a Round,
+    ) -> BoxFuture<'a, Result<Vec<Reply>, BackendFailure>> {
+        Box::pin(async move {
+            if round.is_empty() {
+                return Ok(Vec::new());
+            }
+            let pipe = pipeline(round.commands())?;
+            let (generation, mut conn) = self.connection().await?;
+            let sent = pipe.query_async::<Vec<redis::Value>>(&mut conn);
+            let values = match tokio::time::timeout(self.timeout, sent).await {
+                Err(_elapsed) => {
+                    self.forget(generation, "round timed out");
+                    return Err(BackendFailure::Timeout);
+                }
+                Ok(Err(e)) => {
+                    self.forget(generation, "transport error");
+                    return Err(failure(&e));
+                }
+                Ok(Ok(values)) => values,
+            };
+            let replies = replies(values, round.len())?;
+            if replies.iter().any(|r| {
+                matches!(r, Reply::Error(e) if e.starts_with("READONLY") || e.starts_with("MASTERDOWN"))
+            }) {
+                self.forget(generation, "the node is no longer a writable master");
+            }
+            Ok(replies)
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "sentinel"
     }
 }
 

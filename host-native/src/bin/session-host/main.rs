@@ -46,10 +46,14 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p. Without it,
-    /// sessions live in this process's memory.
+    /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p,
+    /// redis+sentinel://h:p,h:p/<master-name>[/db]. Without it, sessions
+    /// live in this process's memory.
     #[arg(long, env = "SESSION_HOST_REDIS")]
     redis: Option<String>,
+    /// Treat --redis redis://h:p[,h:p…] as Redis Cluster seed nodes.
+    #[arg(long, requires = "redis")]
+    cluster: bool,
     /// Session config (JSON); defaults otherwise.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -125,6 +129,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 insecure_tls: args.insecure_tls,
                 tls_ca_pem,
                 ..ConnectOptions::default()
+            };
+            let url = &if args.cluster {
+                connect::cluster_url(url).map_err(|e| e.to_string())?
+            } else {
+                url.clone()
             };
             let backend = connect::connect(url, &opts)
                 .await
