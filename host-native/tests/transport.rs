@@ -5,7 +5,12 @@
 
 // Setup outside #[test] fns may unwrap: a topology or app that cannot come
 // up should abort the test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -5,7 +5,12 @@
 
 // Test support (see mod.rs): a topology that does not come up aborts the
 // test loudly.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
