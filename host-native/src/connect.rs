@@ -167,6 +167,19 @@ pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Arc<dyn Backend
                 _ => Client::open(url.as_str()),
             }
             .map_err(|e| url_error(e.to_string()))?;
+            // One plain attempt first: the manager retries a failed first
+            // connection until our timeout, which would hide the reason
+            // (a bad certificate, a wrong password) behind "timed out".
+            let probe = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(opts.connect_timeout))
+                .set_response_timeout(Some(opts.command_timeout));
+            tokio::time::timeout(
+                opts.connect_timeout,
+                client.get_multiplexed_async_connection_with_config(&probe),
+            )
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(opts.connect_timeout))
                 .set_response_timeout(Some(opts.command_timeout))

@@ -415,6 +415,7 @@ async fn tls_only_server_verifies_against_the_given_ca() {
         let err = connect::connect(&url, &untrusted).await.unwrap_err();
         eprintln!("untrusted CA: {err}");
         assert!(matches!(err, ConnectError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("certificate"), "{err}");
         // The system roots do not know our CA either.
         let err = connect::connect(&url, &opts()).await.unwrap_err();
         assert!(matches!(err, ConnectError::Connect { .. }), "{err:?}");
