@@ -419,17 +419,26 @@ async fn connect_sentinel(
         }
     }
     let client = builder.build().map_err(url_error)?;
-    let backend = SentinelBackend::connect(client, opts.command_timeout, opts.connect_timeout)
-        .await
-        .map_err(|failure| ConnectError::Connect {
-            url: shown.to_owned(),
-            reason: match failure {
-                BackendFailure::Unavailable(why) | BackendFailure::Other(why) => why,
-                other => format!("{other:?}"),
-            },
-        })?;
-    Ok(Arc::new(backend))
+    let backend = SentinelBackend::connect(
+        client,
+        &url.master,
+        opts.command_timeout,
+        opts.connect_timeout,
+        SENTINEL_WATCH_INTERVAL,
+    )
+    .await
+    .map_err(|failure| ConnectError::Connect {
+        url: shown.to_owned(),
+        reason: match failure {
+            BackendFailure::Unavailable(why) | BackendFailure::Other(why) => why,
+            other => format!("{other:?}"),
+        },
+    })?;
+    Ok(backend)
 }
+
+/// How often the Sentinel backend asks where the master is.
+const SENTINEL_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `CONFIG GET maxmemory-policy` said.
 #[derive(Clone, Debug, PartialEq, Eq)]
