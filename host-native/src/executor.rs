@@ -10,9 +10,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::sentinel::SentinelClient;
 use session_logic::memory::Memory;
 use session_logic::step::BackendFailure;
 use session_logic::{Command, Error, Op, Outcome, Reply, Round, Step};
@@ -130,6 +131,202 @@ impl Backend for RedisBackend {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// Redis behind Sentinel: the master is resolved through the sentinels
+/// (which also checks that the node answers `ROLE` as a master) and then
+/// used over one multiplexed connection. That connection is dropped when a
+/// round fails in transport (lost connection, timeout) or a reply says the
+/// node is no longer a writable master (`READONLY`, `MASTERDOWN`); the next
+/// round asks Sentinel again. The failing round itself is not retried (it
+/// may or may not have been applied): the machine turns it into a typed
+/// backend error, i.e. a 503.
+///
+/// A watcher also asks Sentinel for the master's address every
+/// `watch_interval` and drops the connection when it has moved: a forced
+/// failover leaves the old master writable until Sentinel reconfigures it
+/// (up to ~10 s later), and writes it takes meanwhile would be lost.
+pub struct SentinelBackend {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    /// The current master connection and its generation (so a failure on
+    /// an old connection does not drop a newer one).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Where the current connection goes, `(host, port)`.
+    address: Mutex<Option<(String, u16)>>,
+    generations: std::sync::atomic::AtomicU64,
+    master_name: String,
+    config: redis::AsyncConnectionConfig,
+    timeout: Duration,
+    resolve_timeout: Duration,
+}
+
+impl SentinelBackend {
+    /// Resolve the master now (so a bad address, name or password fails at
+    /// start-up) and keep `client` to re-resolve after a failover.
+    /// `timeout` bounds each round, `resolve_timeout` each resolution.
+    pub async fn connect(
+        client: SentinelClient,
+        master_name: &str,
+        timeout: Duration,
+        resolve_timeout: Duration,
+        watch_interval: Duration,
+    ) -> Result<Arc<Self>, BackendFailure> {
+        let backend = Arc::new(SentinelBackend {
+            sentinel: tokio::sync::Mutex::new(client),
+            current: Mutex::new(None),
+            address: Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
+            master_name: master_name.to_owned(),
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(resolve_timeout))
+                .set_response_timeout(Some(timeout)),
+            timeout,
+            resolve_timeout,
+        });
+        backend.connection().await?;
+        let watched = Arc::downgrade(&backend);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(watch_interval).await;
+                // Stops once the backend is dropped.
+                let Some(backend) = watched.upgrade() else {
+                    return;
+                };
+                backend.check_master().await;
+            }
+        });
+        Ok(backend)
+    }
+
+    /// Ask a sentinel where the master is; drop our connection if it has
+    /// moved. Failures are ignored: the rounds themselves notice outages.
+    async fn check_master(&self) {
+        let asked = tokio::time::timeout(self.resolve_timeout, async {
+            let client = self
+                .sentinel
+                .lock()
+                .await
+                .async_get_sentinel_client()
+                .await?;
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&self.master_name)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        })
+        .await;
+        let Ok(Ok(Some(named))) = asked else {
+            return;
+        };
+        let generation = {
+            let current = self.current();
+            let address = self.address.lock().unwrap_or_else(PoisonError::into_inner);
+            match (current.as_ref(), address.as_ref()) {
+                (Some((generation, _)), Some(at)) if *at != named => Some(*generation),
+                _ => None,
+            }
+        };
+        if let Some(generation) = generation {
+            self.forget(generation, "Sentinel names another master");
+        }
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+        // Only plain assignments happen under this lock.
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The master connection, resolving it through Sentinel when there is none.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), BackendFailure> {
+        if let Some(found) = self.current().clone() {
+            return Ok(found);
+        }
+        // One resolution at a time; whoever waited reuses its result.
+        let mut sentinel = self.sentinel.lock().await;
+        if let Some(found) = self.current().clone() {
+            return Ok(found);
+        }
+        let resolved = tokio::time::timeout(self.resolve_timeout, async {
+            let client = sentinel.async_get_client().await?;
+            let address = match client.get_connection_info().addr() {
+                redis::ConnectionAddr::Tcp(host, port)
+                | redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+                _ => None,
+            };
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await?;
+            Ok::<_, redis::RedisError>((conn, address))
+        })
+        .await
+        .map_err(|_elapsed| {
+            BackendFailure::Unavailable("timed out resolving the master through Sentinel".into())
+        })?
+        .map_err(|e| {
+            BackendFailure::Unavailable(format!("cannot resolve the master through Sentinel: {e}"))
+        })?;
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (conn, address) = resolved;
+        *self.address.lock().unwrap_or_else(PoisonError::into_inner) = address;
+        *self.current() = Some((generation, conn.clone()));
+        tracing::info!(generation, "connected to the master Sentinel names");
+        Ok((generation, conn))
+    }
+
+    /// Drop connection `generation` so that the next round re-resolves.
+    fn forget(&self, generation: u64, why: &str) {
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            tracing::warn!(
+                reason = why,
+                "dropping the master connection; asking Sentinel again"
+            );
+            *current = None;
+        }
+    }
+}
+
+impl Backend for SentinelBackend {
+    fn execute<'a>(
+        &'a self,
+        round: &'a Round,
+    ) -> BoxFuture<'a, Result<Vec<Reply>, BackendFailure>> {
+        Box::pin(async move {
+            if round.is_empty() {
+                return Ok(Vec::new());
+            }
+            let pipe = pipeline(round.commands())?;
+            let (generation, mut conn) = self.connection().await?;
+            let sent = pipe.query_async::<Vec<redis::Value>>(&mut conn);
+            let values = match tokio::time::timeout(self.timeout, sent).await {
+                Err(_elapsed) => {
+                    self.forget(generation, "round timed out");
+                    return Err(BackendFailure::Timeout);
+                }
+                Ok(Err(e)) => {
+                    self.forget(generation, "transport error");
+                    return Err(failure(&e));
+                }
+                Ok(Ok(values)) => values,
+            };
+            let replies = replies(values, round.len())?;
+            if replies.iter().any(|r| {
+                matches!(r, Reply::Error(e) if e.starts_with("READONLY") || e.starts_with("MASTERDOWN"))
+            }) {
+                self.forget(generation, "the node is no longer a writable master");
+            }
+            Ok(replies)
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "sentinel"
     }
 }
 

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub(crate) mod topology;
+
 pub(crate) struct RedisServer {
     child: Option<Child>,
     pub(crate) port: u16,

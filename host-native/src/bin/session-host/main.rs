@@ -87,10 +87,14 @@ struct ServeArgs {
 /// Where sessions are stored and under which rules.
 #[derive(clap::Args, Debug)]
 struct StoreArgs {
-    /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p. Without it,
-    /// `serve` keeps sessions in this process's memory.
+    /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p,
+    /// redis+sentinel://h:p,h:p/<master-name>[/db]. Without it, `serve`
+    /// keeps sessions in this process's memory.
     #[arg(long, env = "SESSION_HOST_REDIS")]
     redis: Option<String>,
+    /// Treat --redis redis://h:p[,h:p…] as Redis Cluster seed nodes.
+    #[arg(long, requires = "redis")]
+    cluster: bool,
     /// Session config (JSON); defaults otherwise.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -217,6 +221,11 @@ async fn redis_backend(store: &StoreArgs) -> Result<Option<Arc<dyn Backend>>, St
         insecure_tls: store.insecure_tls,
         tls_ca_pem,
         ..ConnectOptions::default()
+    };
+    let url = &if store.cluster {
+        connect::cluster_url(url).map_err(|e| e.to_string())?
+    } else {
+        url.clone()
     };
     let backend = connect::connect(url, &opts)
         .await
