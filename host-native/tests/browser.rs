@@ -145,6 +145,7 @@ impl Journey {
             d1.session_cookie().await.map(|c| c.value().to_owned()),
             None
         );
+        assert!(d1.text("#data").await.contains("Nothing stored yet"));
         self.shot(&d1, "first-visit-no-cookie").await;
 
         // Data before signing in: the first write creates the session.
@@ -235,6 +236,7 @@ impl Journey {
         self.shot(&d2, "signed-out-by-password-change").await;
         d2.sign_in_with("pw-one").await;
         assert!(d2.text(".error").await.contains("Wrong user or password"));
+        d2.expect_signed_out().await;
         self.shot(&d2, "old-password-refused").await;
         d2.goto("/").await;
         d2.sign_in("pw-two").await;

@@ -89,14 +89,7 @@ async fn index(
     }
     let user = session.user().await?;
     match &user {
-        None => body.push_str(
-            r#"<section><h2>Sign in</h2>
-<p class="hint">Any user name works. Any non-empty password signs in until one is set with "Change password".</p>
-<form method="post" action="/login" class="row">
-<label>User <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<button>Sign in</button></form></section>"#,
-        ),
+        None => body.push_str(&sign_in_form(None)),
         Some(user) => {
             let since = session
                 .auth_at()
@@ -116,9 +109,10 @@ async fn index(
     let note: String = session.get("note").await?.unwrap_or_default();
     let counter: u64 = session.get("counter").await?.unwrap_or(0);
     let shown = if data.is_empty() {
-        "(empty: nothing is stored in Redis and no cookie is set until a value is saved)".to_owned()
+        r#"<p id="data" class="empty">Nothing stored yet: no Redis key and no cookie exist until a value is saved.</p>"#.to_owned()
     } else {
-        serde_json::to_string_pretty(&data).unwrap_or_default()
+        let json = serde_json::to_string_pretty(&data).unwrap_or_default();
+        format!(r#"<pre id="data">{}</pre>"#, escape(&json))
     };
     let _ = write!(
         body,
@@ -128,9 +122,8 @@ async fn index(
 <label>Note <input name="note" value="{note}" maxlength="{NOTE_MAX}" placeholder="anything you like"></label>
 <button>Save note</button></form>
 <form method="post" action="/increment" class="row"><span>Counter: <b id="counter">{counter}</b></span> <button>Add one</button></form>
-<pre id="data">{shown}</pre></section>"#,
+{shown}</section>"#,
         note = escape(&note),
-        shown = escape(&shown),
     );
 
     if user.is_some() {
@@ -141,8 +134,8 @@ async fn index(
 <label>New password <input name="password" type="password" autocomplete="new-password" required></label>
 <button>Change password</button></form></section>
 <section><h2>Your devices</h2>
-<p class="hint">Every live session of this user (a per-user index in Redis). Open this page in another browser to add one.</p>
-<table><thead><tr><th>device</th><th>signed in</th><th>last seen</th><th>expires</th><th></th></tr></thead><tbody>"#,
+<p class="hint">Every live session of this user (a per-user index in Redis). Open this page in another browser to add one. Times in UTC.</p>
+<div class="scroll"><table><thead><tr><th>device</th><th>signed in</th><th>last seen</th><th>expires</th><th></th></tr></thead><tbody>"#,
         );
         for d in session.list_devices().await? {
             let action = if d.current {
@@ -156,9 +149,9 @@ async fn index(
             let _ = write!(
                 body,
                 r#"<tr{class}><td><code>{tag}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>"#,
-                d.auth_at.map_or_else(|| "-".into(), |t| when(t.0)),
-                when(d.last_seen.0),
-                when(d.expires_at.0),
+                d.auth_at.map_or_else(|| "-".into(), |t| table_time(t.0)),
+                table_time(d.last_seen.0),
+                table_time(d.expires_at.0),
                 class = if d.current { r#" class="current""# } else { "" },
                 // A short label to tell rows apart: the handle is a hash of
                 // the Redis key, never the session ID.
@@ -166,12 +159,27 @@ async fn index(
             );
         }
         body.push_str(
-            r#"</tbody></table>
+            r#"</tbody></table></div>
 <form method="post" action="/logout-everywhere" class="row"><button class="danger">Sign out everywhere</button>
 <span class="hint">Deletes every session of this user, this one included.</span></form></section>"#,
         );
     }
     Ok(Html(page(&body)))
+}
+
+/// The sign-in card, with an error line after a refused attempt.
+fn sign_in_form(error: Option<&str>) -> String {
+    let error = error.map_or_else(String::new, |e| {
+        format!(r#"<p class="error">{}</p>"#, escape(e))
+    });
+    format!(
+        r#"<section><h2>Sign in</h2>{error}
+<p class="hint">Any user name works. Any non-empty password signs in until one is set with "Change password".</p>
+<form method="post" action="/login" class="row">
+<label>User <input name="username" autocomplete="username" required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<button>Sign in</button></form></section>"#
+    )
 }
 
 async fn login(
@@ -190,10 +198,7 @@ async fn login(
     let user = match UserId::new(name) {
         Ok(user) if accepted => user,
         _ => {
-            return Ok(Html(page(
-                r#"<p class="error">Wrong user or password.</p><p><a href="/">Back</a></p>"#,
-            ))
-            .into_response());
+            return Ok(Html(page(&sign_in_form(Some("Wrong user or password.")))).into_response());
         }
     };
     session.bind_user(user).await?;
@@ -283,16 +288,25 @@ td button{{background:#fff;color:#a32f2f;border-color:#c9a0a0;padding:.1rem .6re
 .who form{{margin:0}}
 pre{{background:#f4f6f9;border:1px solid #e3e7ee;border-radius:5px;padding:.6rem;margin:.6rem 0 0;white-space:pre-wrap;overflow-wrap:anywhere}}
 table{{border-collapse:collapse;width:100%;font-size:.9rem;margin-bottom:.6rem}}
-th,td{{padding:.35rem .5rem;text-align:left;border-bottom:1px solid #e7eaf0}} td form{{margin:0}}
+th,td{{padding:.35rem .5rem;text-align:left;border-bottom:1px solid #e7eaf0;white-space:nowrap}} td form{{margin:0}}
+.scroll{{overflow-x:auto}}
 tr.current{{background:#eef4ff}}
 .badge{{background:#dce8ff;color:#234a9c;border-radius:999px;padding:.1rem .6rem;font-size:.8rem;white-space:nowrap}}
 .notice{{background:#e7f6ea;border:1px solid #b8e0c0;border-radius:6px;padding:.5rem .8rem}}
-.error{{color:#b00}}
+.empty{{color:#5b6472;font-style:italic;margin:.6rem 0 0}}
+.error{{background:#fdecec;border:1px solid #f0c2c2;border-radius:6px;padding:.5rem .8rem;color:#8f1d1d}}
 </style></head>
 <body><header><h1>session-host demo</h1>
 <p>Web sessions in Redis, one set of rules. Open it in a second browser to see a second device.</p></header>
 {body}</body></html>"#
     )
+}
+
+/// [`when`] without the zone, for the devices table (its hint says UTC).
+fn table_time(ms: u64) -> String {
+    let mut text = when(ms);
+    text.truncate(text.len().saturating_sub(" UTC".len()));
+    text
 }
 
 /// Seconds since the epoch, UTC, as `YYYY-MM-DD HH:MM:SS`.
@@ -348,5 +362,6 @@ mod tests {
     fn when_renders_utc() {
         assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(when(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(table_time(1_700_000_000_000), "2023-11-14 22:13:20");
     }
 }
