@@ -16,6 +16,8 @@
     clippy::indexing_slicing
 )]
 
+pub(crate) mod browser;
+
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
