@@ -253,7 +253,8 @@ impl Session {
 
     /// Sign the bound user out of every session; `keep_current` keeps this
     /// one (e.g. after a password change), otherwise this one is destroyed
-    /// too. Returns how many other sessions were deleted (0 without a user).
+    /// too. Returns how many sessions the user's index led to deleting:
+    /// the other ones, plus this one when it is not kept (0 without a user).
     pub async fn logout_everywhere(&self, keep_current: bool) -> Result<u64, SessionError> {
         let mut st = self.loaded().await?;
         let data = st.data_mut()?;

@@ -2,9 +2,15 @@
 //! `tower-sessions`): apps already on tower-sessions switch their store to
 //! Redis with our rules without rewriting a handler.
 //!
-//! ```ignore
+//! ```
+//! # fn main() -> Result<(), session_logic::Error> {
+//! # let backend = std::sync::Arc::new(host_native::MemoryBackend::new());
+//! // `backend` from `host_native::connect::connect(url, &opts)` in production.
 //! let store = host_native::TowerStore::new(backend)?;
 //! let layer = tower_sessions::SessionManagerLayer::new(store);
+//! # let _ = layer;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! What carries over: records in the shared format (one hash per session,
