@@ -46,6 +46,13 @@ async fn app(redis: &RedisServer) -> std::net::SocketAddr {
             }),
         )
         .route(
+            "/big/{n}",
+            post(|s: Session, Path(n): Path<usize>| async move {
+                s.insert("big", "x".repeat(n)).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
             "/regenerate",
             post(|s: Session| async move {
                 s.regenerate().await?;
@@ -272,4 +279,29 @@ async fn handler_errors_never_reach_redis_as_an_empty_session() {
     )
     .await;
     assert_eq!(r.status, 503, "{r:?}");
+}
+
+#[tokio::test]
+async fn oversized_data_is_a_413_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let addr = app(&redis).await;
+    // New session: nothing stored, no cookie handed out.
+    let r = request(addr, "POST", "/big/70000", None).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["code"], "too_large", "{body}");
+    assert!(r.header("set-cookie").is_none(), "{r:?}");
+    assert_eq!(redis.dbsize().await, 0);
+    // Existing session: the record keeps its old data.
+    let cookie = request(addr, "POST", "/write/apple", None)
+        .await
+        .cookie()
+        .unwrap();
+    let r = request(addr, "POST", "/big/70000", Some(&cookie)).await;
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(
+        request(addr, "GET", "/read", Some(&cookie)).await.body,
+        "apple"
+    );
+    assert_eq!(redis.dbsize().await, 1);
 }
