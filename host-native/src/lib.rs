@@ -11,6 +11,8 @@
 //!   and the start-up eviction-policy check.
 //! - [`SessionLayer`] and the [`Session`] extractor: sessions for axum apps,
 //!   loaded lazily, saved once per request, fail-closed on backend errors.
+//! - [`Rules`]: which build of the rules runs an operation, the linked core
+//!   or its wasm-abi module under wasmtime (feature `wasm-engine`).
 //! - [`Metrics`]: counters the layer and the `session-host` binary share.
 //!
 //! ```
@@ -36,8 +38,10 @@ pub mod executor;
 mod extract;
 mod layer;
 pub mod metrics;
+pub mod rules;
 
 pub use executor::{Backend, ClusterBackend, MemoryBackend, RedisBackend, drive};
 pub use extract::{Session, SessionError};
 pub use layer::{SessionLayer, SessionService};
 pub use metrics::Metrics;
+pub use rules::{Rules, RulesError};
