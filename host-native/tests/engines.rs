@@ -6,6 +6,14 @@
 //!
 //! Needs `--features wasm-engine` and the module from `scripts/steps/wasm`.
 #![cfg(feature = "wasm-engine")]
+// The fixture and the recording backend live outside #[test] fns (where
+// clippy.toml already allows these): a broken setup should abort the test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -323,4 +331,47 @@ async fn every_op_kind_sends_the_same_rounds_and_ends_the_same_on_both_engines()
         }
     }
     assert_eq!(kinds.len(), 8, "every op kind is covered: {kinds:?}");
+}
+
+/// Session data crosses into the module and back as JSON text. Floats must
+/// survive that trip bit for bit, or the wasm engine would store (and hand
+/// back) a neighbouring number where the native one keeps the original.
+#[tokio::test]
+async fn floats_survive_the_trip_through_the_module_bit_for_bit() {
+    let engine = Engine::new(Config::default()).unwrap();
+    let native = Rules::native(engine.clone());
+    let wasm = Rules::wasm(engine.clone(), &common::wasm_module()).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut floats = Vec::new();
+    while floats.len() < 2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if f.is_finite() {
+            floats.push(f);
+        }
+    }
+    floats.extend([0.1, 1e-300, 5e-324, f64::MAX, 2.2250738585072014e-308]);
+    let mut session = engine.new_session();
+    session.insert("floats", json!(floats)).unwrap();
+    let case = case("save floats", VectorOp::Save { session });
+    let (n_result, n_rounds, _) = run(&native, &case, &Memory::new()).await;
+    let (w_result, w_rounds, _) = run(&wasm, &case, &Memory::new()).await;
+    assert_eq!(n_rounds, w_rounds, "the stored record differs");
+    let saved = |r: Result<Outcome, RulesError>| match r.unwrap() {
+        Outcome::Saved { session, .. } => session.get("floats").unwrap().clone(),
+        other => panic!("{other:?}"),
+    };
+    let (n, w) = (saved(n_result), saved(w_result));
+    let bits = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_f64().unwrap().to_bits())
+            .collect()
+    };
+    let expected: Vec<u64> = floats.iter().map(|f| f.to_bits()).collect();
+    assert_eq!(bits(&n), expected, "native changed a float");
+    assert_eq!(bits(&w), expected, "the wasm engine changed a float");
 }
