@@ -10,7 +10,7 @@
 //! dropped instead, so one odd request cannot poison or bloat the pool.
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -264,7 +264,7 @@ struct Input<'a> {
 
 /// The replay loop (see the parent module).
 pub(crate) async fn run(
-    pool: &Pool,
+    pool: &Arc<Pool>,
     op: &VectorOp,
     now: UnixMillis,
     entropy: &Entropy,
@@ -286,9 +286,16 @@ pub(crate) async fn run(
         };
         let bytes = serde_json::to_vec(&input)
             .map_err(|e| WasmError::Contract(format!("input does not serialize: {e}")))?;
-        // Microseconds of CPU (see benches/engines.rs), so it runs inline
-        // rather than paying a spawn_blocking hand-off per call.
-        let out = pool.call(&bytes)?;
+        // One call is ~0.1-0.3 ms of CPU (benches/engines.rs), above the
+        // ~0.1 ms a task should run between awaits, so it goes to tokio's
+        // blocking pool; the hand-off costs a few microseconds.
+        let shared = Arc::clone(pool);
+        let out = tokio::task::spawn_blocking(move || shared.call(&bytes))
+            .await
+            .map_err(|e| WasmError::Trap {
+                call: "sl_run",
+                message: format!("the blocking task did not finish: {e}"),
+            })??;
         let output: VectorOutput = serde_json::from_slice(&out)
             .map_err(|e| WasmError::Contract(format!("output is not a vector output: {e}")))?;
         if let Some(result) = decode_outcome(output.outcome)? {
