@@ -12,13 +12,15 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use session_logic::conformance::VectorOp;
 use session_logic::outcome::Device;
-use session_logic::{Engine, Outcome, UserId};
+use session_logic::{Outcome, UserId};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::clock;
 use crate::executor::Backend;
 use crate::metrics::Metrics;
+use crate::rules::{NO_ENTROPY, Rules, RulesError, WasmError};
 
 /// Why a session operation failed. As a response it is a JSON body
 /// `{"code": …, "message": …}` with the core's status hint (503 for backend
@@ -29,6 +31,9 @@ pub enum SessionError {
     /// The core reported an error (backend, decode, too large, input …).
     #[error(transparent)]
     Engine(#[from] session_logic::Error),
+    /// The wasm engine could not run the rules (trap, broken module).
+    #[error(transparent)]
+    Wasm(#[from] WasmError),
     /// The OS CSPRNG failed; no ID is minted from anything weaker.
     #[error("the OS random number generator failed: {0}")]
     Entropy(getrandom::Error),
@@ -51,6 +56,7 @@ impl SessionError {
     pub fn code(&self) -> &'static str {
         match self {
             SessionError::Engine(e) => e.code(),
+            SessionError::Wasm(_) => "wasm_engine",
             SessionError::Entropy(_) => "entropy_unavailable",
             SessionError::Value { .. } => "invalid_value",
             SessionError::NotInstalled => "session_layer_missing",
@@ -62,7 +68,7 @@ impl SessionError {
         let hint = match self {
             SessionError::Engine(e) => e.status_hint(),
             SessionError::Entropy(_) => 503,
-            SessionError::Value { .. } | SessionError::NotInstalled => 500,
+            SessionError::Wasm(_) | SessionError::Value { .. } | SessionError::NotInstalled => 500,
         };
         StatusCode::from_u16(hint).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -72,6 +78,15 @@ impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code(), "message": self.to_string() });
         (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+impl From<RulesError> for SessionError {
+    fn from(e: RulesError) -> Self {
+        match e {
+            RulesError::Session(e) => SessionError::Engine(e),
+            RulesError::Wasm(e) => SessionError::Wasm(e),
+        }
     }
 }
 
@@ -98,7 +113,7 @@ pub(crate) struct State {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) engine: Engine,
+    pub(crate) rules: Rules,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) cookie: Option<String>,
@@ -261,12 +276,11 @@ impl Session {
         let Some(user) = data.user().cloned() else {
             return Ok(0);
         };
-        let keep = keep_current.then_some(&*data);
-        let op = self
-            .shared
-            .engine
-            .destroy_all_for_user(&user, keep, clock::now());
-        let outcome = self.run(&mut st, "destroy_all_for_user", op).await?;
+        let op = VectorOp::DestroyAllForUser {
+            user: user.into(),
+            keep: keep_current.then(|| data.clone()),
+        };
+        let outcome = self.run(&mut st, op).await?;
         if !keep_current {
             st.finale = Finale::Destroy;
         }
@@ -283,11 +297,11 @@ impl Session {
         let Some(user) = data.user().cloned() else {
             return Ok(Vec::new());
         };
-        let op = self
-            .shared
-            .engine
-            .list_user_sessions(&user, Some(&*data), clock::now());
-        match self.run(&mut st, "list_user_sessions", op).await? {
+        let op = VectorOp::ListUserSessions {
+            user: user.into(),
+            current: Some(data.clone()),
+        };
+        match self.run(&mut st, op).await? {
             Outcome::Devices(devices) => Ok(devices),
             _ => Ok(Vec::new()),
         }
@@ -300,12 +314,12 @@ impl Session {
         let Some(user) = st.data_mut()?.user().cloned() else {
             return Ok(false);
         };
-        let op = self
-            .shared
-            .engine
-            .destroy_user_session(&user, handle, clock::now());
+        let op = VectorOp::DestroyUserSession {
+            user: user.into(),
+            handle: handle.to_owned(),
+        };
         Ok(matches!(
-            self.run(&mut st, "destroy_user_session", op).await?,
+            self.run(&mut st, op).await?,
             Outcome::Destroyed { count, .. } if count > 0
         ))
     }
@@ -314,8 +328,8 @@ impl Session {
     /// be logged); `None` while the session is not stored yet.
     pub async fn id_hash(&self) -> Result<Option<String>, SessionError> {
         let mut st = self.loaded().await?;
-        let engine = &self.shared.engine;
-        Ok(st.data_mut()?.id().map(|id| engine.sid_hash(id)))
+        let rules = &self.shared.rules;
+        Ok(st.data_mut()?.id().map(|id| rules.sid_hash(id)))
     }
 
     /// Lock the state, loading the session on first access. A failure is
@@ -327,19 +341,18 @@ impl Session {
             return Err(failure.clone());
         }
         if st.data.is_none() {
-            let op = self.shared.engine.load(
-                self.shared.cookie.as_deref(),
-                self.shared.client.as_deref(),
-                clock::now(),
-            );
-            let outcome = self.run(&mut st, "load", op).await?;
+            let op = VectorOp::Load {
+                cookie: self.shared.cookie.clone(),
+                client: self.shared.client.clone(),
+            };
+            let outcome = self.run(&mut st, op).await?;
             if let Outcome::Loaded(data) = &outcome
                 && data.binding_mismatch()
             {
                 tracing::warn!(
                     sid_hash = data
                         .id()
-                        .map(|id| self.shared.engine.sid_hash(id))
+                        .map(|id| self.shared.rules.sid_hash(id))
                         .unwrap_or_default(),
                     "client fingerprint differs from the session's"
                 );
@@ -357,23 +370,20 @@ impl Session {
         Ok(st)
     }
 
-    /// Drive one operation; a failure poisons the request.
-    async fn run(
-        &self,
-        st: &mut State,
-        name: &'static str,
-        op: session_logic::Op,
-    ) -> Result<Outcome, SessionError> {
+    /// Run one operation (none of them mints an ID: save and regenerate
+    /// happen in the layer); a failure poisons the request.
+    async fn run(&self, st: &mut State, op: VectorOp) -> Result<Outcome, SessionError> {
         let shared = &self.shared;
-        match shared
+        let name = op.name();
+        let backend = shared.backend.as_ref();
+        let ran = shared
             .metrics
-            .drive(name, op, shared.backend.as_ref())
-            .await
-        {
+            .run(&shared.rules, op, clock::now(), NO_ENTROPY, backend);
+        match ran.await {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 tracing::warn!(op = name, code = e.code(), error = %e, "session operation failed");
-                let e = SessionError::Engine(e);
+                let e = SessionError::from(e);
                 st.failure = Some(e.clone());
                 Err(e)
             }

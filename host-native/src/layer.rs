@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use session_logic::Engine;
 use session_logic::config::BindingPolicy;
+use session_logic::conformance::VectorOp;
 use tokio::sync::Mutex;
 use tower::{Layer, Service};
 
@@ -22,11 +23,12 @@ use crate::clock;
 use crate::executor::{Backend, BoxFuture};
 use crate::extract::{Finale, Session, SessionError, Shared, State};
 use crate::metrics::Metrics;
+use crate::rules::{NO_ENTROPY, Rules};
 
 /// Sessions for every route below it. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
-    engine: Engine,
+    rules: Rules,
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
 }
@@ -34,8 +36,13 @@ pub struct SessionLayer {
 impl SessionLayer {
     /// Sessions with `engine`'s rules stored in `backend`.
     pub fn new(engine: Engine, backend: Arc<dyn Backend>) -> Self {
+        Self::with_rules(Rules::native(engine), backend)
+    }
+
+    /// Sessions with `rules` (native or wasm engine) stored in `backend`.
+    pub fn with_rules(rules: Rules, backend: Arc<dyn Backend>) -> Self {
         SessionLayer {
-            engine,
+            rules,
             backend,
             metrics: Arc::new(Metrics::new()),
         }
@@ -81,7 +88,7 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let layer = &self.layer;
-        let client = match layer.engine.config().client_binding {
+        let client = match layer.rules.config().client_binding {
             BindingPolicy::Off => None,
             _ => req
                 .headers()
@@ -90,7 +97,7 @@ where
         };
         let session = Session {
             shared: Arc::new(Shared {
-                engine: layer.engine.clone(),
+                rules: layer.rules.clone(),
                 backend: Arc::clone(&layer.backend),
                 metrics: Arc::clone(&layer.metrics),
                 cookie: cookie_header(req.headers()),
@@ -135,34 +142,34 @@ async fn finish(session: &Session, mut response: Response) -> Response {
         // Never touched: no Redis call, no headers.
         return response;
     };
-    let now = clock::now();
-    let (name, op) = match st.finale {
-        Finale::Destroy => ("destroy", shared.engine.destroy(data, now)),
+    let (op, entropy) = match st.finale {
+        Finale::Destroy => (VectorOp::Destroy { session: data }, NO_ENTROPY),
         finale => {
             let entropy = match clock::entropy() {
                 Ok(e) => e,
                 Err(e) => return SessionError::Entropy(e).into_response(),
             };
             if finale == Finale::Regenerate {
-                ("regenerate", shared.engine.regenerate(data, entropy, now))
+                (VectorOp::Regenerate { session: data }, entropy)
             } else {
-                ("save", shared.engine.save(data, entropy, now))
+                (VectorOp::Save { session: data }, entropy)
             }
         }
     };
-    let outcome = match shared
+    let name = op.name();
+    let backend = shared.backend.as_ref();
+    let ran = shared
         .metrics
-        .drive(name, op, shared.backend.as_ref())
-        .await
-    {
+        .run(&shared.rules, op, clock::now(), entropy, backend);
+    let outcome = match ran.await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::warn!(op = name, code = e.code(), error = %e, "session write failed");
-            return with_vary(SessionError::Engine(e).into_response());
+            return with_vary(SessionError::from(e).into_response());
         }
     };
     if let Some(id) = outcome.session().and_then(|s| s.id()) {
-        tracing::debug!(op = name, outcome = outcome.name(), sid_hash = %shared.engine.sid_hash(id), "session written");
+        tracing::debug!(op = name, outcome = outcome.name(), sid_hash = %shared.rules.sid_hash(id), "session written");
     } else {
         tracing::debug!(op = name, outcome = outcome.name(), "session written");
     }

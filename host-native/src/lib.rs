@@ -11,6 +11,8 @@
 //!   and the start-up eviction-policy check.
 //! - [`SessionLayer`] and the [`Session`] extractor: sessions for axum apps,
 //!   loaded lazily, saved once per request, fail-closed on backend errors.
+//! - [`Rules`]: which build of the rules runs an operation, the linked core
+//!   or its wasm-abi module under wasmtime (feature `wasm-engine`).
 //! - [`Metrics`]: counters the layer and the `session-host` binary share.
 //! - `TowerStore` (feature `tower-sessions`): a `tower_sessions::SessionStore`
 //!   for apps already on tower-sessions, with what that trait cannot offer.
@@ -38,6 +40,7 @@ pub mod executor;
 mod extract;
 mod layer;
 pub mod metrics;
+pub mod rules;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_store;
 
@@ -45,5 +48,6 @@ pub use executor::{Backend, ClusterBackend, MemoryBackend, RedisBackend, drive};
 pub use extract::{Session, SessionError};
 pub use layer::{SessionLayer, SessionService};
 pub use metrics::Metrics;
+pub use rules::{Rules, RulesError};
 #[cfg(feature = "tower-sessions")]
 pub use tower_store::TowerStore;

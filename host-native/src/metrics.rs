@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use session_logic::{Error, Op, Outcome};
+use session_logic::conformance::VectorOp;
+use session_logic::{Entropy, Error, Outcome, UnixMillis};
 
-use crate::executor::{Backend, drive};
+use crate::executor::Backend;
+use crate::rules::{Rules, RulesError};
 
 /// Shared counters. Cheap to update from many tasks.
 #[derive(Debug, Default)]
@@ -27,25 +29,28 @@ impl Metrics {
         Self::default()
     }
 
-    /// [`drive`] `op` (named `name`, e.g. `load`) and count its result.
-    pub async fn drive(
+    /// [`Rules::run`] `op` and count its result under the op's name.
+    pub async fn run(
         &self,
-        name: &'static str,
-        op: Op,
+        rules: &Rules,
+        op: VectorOp,
+        now: UnixMillis,
+        entropy: Entropy,
         backend: &dyn Backend,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Outcome, RulesError> {
+        let name = op.name();
         let started = std::time::Instant::now();
-        let result = drive(op, backend).await;
+        let result = rules.run(op, now, entropy, backend).await;
         self.record(name, &result, started.elapsed());
         result
     }
 
     /// Count one finished operation.
-    pub fn record(&self, name: &'static str, result: &Result<Outcome, Error>, took: Duration) {
+    pub fn record(&self, name: &'static str, result: &Result<Outcome, RulesError>, took: Duration) {
         let label = match result {
             Ok(outcome) => outcome.name(),
             Err(e) => {
-                if matches!(e, Error::Backend(_)) {
+                if matches!(e, RulesError::Session(Error::Backend(_))) {
                     self.backend_errors.fetch_add(1, Ordering::Relaxed);
                 }
                 e.code()
@@ -119,7 +124,7 @@ mod tests {
         let err = Error::Backend(BackendError::Failure {
             failure: BackendFailure::Timeout,
         });
-        m.record("load", &Err(err), Duration::from_millis(1500));
+        m.record("load", &Err(err.into()), Duration::from_millis(1500));
         let text = m.render();
         assert!(text.contains("session_ops_total{op=\"load\",outcome=\"backend_timeout\"} 1"));
         assert!(text.contains("session_backend_errors_total 1"));

@@ -121,7 +121,7 @@ async fn redis_cost_per_request_matches_the_budgets() {
                 Ok::<_, SessionError>("ok")
             }),
         )
-        .layer(SessionLayer::new(engine, backend));
+        .layer(SessionLayer::with_rules(common::rules(engine), backend));
     let addr = serve(router).await;
 
     // Warm the script cache so EVALSHA hits (a cold cache costs one EVAL

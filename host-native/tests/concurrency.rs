@@ -98,7 +98,7 @@ async fn app(redis: &RedisServer) -> std::net::SocketAddr {
                 Ok::<_, SessionError>("ok")
             }),
         )
-        .layer(SessionLayer::new(engine, slow));
+        .layer(SessionLayer::with_rules(common::rules(engine), slow));
     serve(router).await
 }
 

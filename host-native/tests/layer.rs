@@ -1,6 +1,8 @@
 //! The layer end to end over real HTTP against a real `redis-server`: the
 //! caching headers, lazy loading, regeneration, destroy, fail-closed 503s and
-//! strict cookie parsing, as a browser and Redis see them.
+//! strict cookie parsing, as a browser and Redis see them. With
+//! `HOST_NATIVE_ENGINE=wasm` (and `--features wasm-engine`) every test runs
+//! the rules from the wasm-abi module instead of the linked core.
 
 // `app` is setup outside a #[test] fn (where clippy.toml already allows
 // unwrap): a server that cannot be reached should abort the test.
@@ -66,7 +68,7 @@ async fn app(redis: &RedisServer) -> std::net::SocketAddr {
                 Ok::<_, SessionError>("ok")
             }),
         )
-        .layer(SessionLayer::new(engine, backend));
+        .layer(SessionLayer::with_rules(common::rules(engine), backend));
     serve(router).await
 }
 
@@ -268,7 +270,10 @@ async fn handler_errors_never_reach_redis_as_an_empty_session() {
                 "looks fine"
             }),
         )
-        .layer(SessionLayer::new(engine, Arc::clone(&backend)));
+        .layer(SessionLayer::with_rules(
+            common::rules(engine),
+            Arc::clone(&backend),
+        ));
     let addr = serve(router).await;
     redis.kill();
     let r = request(

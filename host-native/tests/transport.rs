@@ -105,7 +105,7 @@ async fn app(url: &str, opts: &ConnectOptions) -> SocketAddr {
                     Ok::<_, SessionError>(s.logout_everywhere(false).await?.to_string())
                 }),
             )
-            .layer(SessionLayer::new(engine, backend));
+            .layer(SessionLayer::with_rules(common::rules(engine), backend));
     serve(router).await
 }
 

@@ -154,25 +154,64 @@ fn user(u: &str) -> Result<UserId, Error> {
     UserId::new(u).map_err(Error::Input)
 }
 
-fn build(engine: &Engine, input: &VectorInput, entropy: Entropy) -> Result<Op, Error> {
-    let now = input.now;
-    Ok(match &input.op {
+/// Start `op` on `engine`: the [`Op`] a host drives. This is how a native
+/// host runs exactly the operation a vector (or the wasm-abi module) runs, so
+/// both engines of `session-host` share one description of an operation.
+/// `entropy` is only read by operations that mint IDs (save, regenerate);
+/// the others ignore it. Fails only when a user id in `op` is invalid.
+/// Takes `op` by value so a native host hands its session over uncopied.
+pub fn start(
+    engine: &Engine,
+    op: VectorOp,
+    now: UnixMillis,
+    entropy: Entropy,
+) -> Result<Op, Error> {
+    Ok(match op {
         VectorOp::Load { cookie, client } => engine.load(cookie.as_deref(), client.as_deref(), now),
-        VectorOp::LoadId { id, client } => engine.load_id(id, client.as_deref(), now),
-        VectorOp::Save { session } => engine.save(session.clone(), entropy, now),
-        VectorOp::Regenerate { session } => engine.regenerate(session.clone(), entropy, now),
-        VectorOp::Destroy { session } => engine.destroy(session.clone(), now),
-        VectorOp::Touch { session } => engine.touch(session.clone(), now),
+        VectorOp::LoadId { id, client } => engine.load_id(&id, client.as_deref(), now),
+        VectorOp::Save { session } => engine.save(session, entropy, now),
+        VectorOp::Regenerate { session } => engine.regenerate(session, entropy, now),
+        VectorOp::Destroy { session } => engine.destroy(session, now),
+        VectorOp::Touch { session } => engine.touch(session, now),
         VectorOp::DestroyAllForUser { user: u, keep } => {
-            engine.destroy_all_for_user(&user(u)?, keep.as_ref(), now)
+            engine.destroy_all_for_user(&user(&u)?, keep.as_ref(), now)
         }
         VectorOp::ListUserSessions { user: u, current } => {
-            engine.list_user_sessions(&user(u)?, current.as_ref(), now)
+            engine.list_user_sessions(&user(&u)?, current.as_ref(), now)
         }
         VectorOp::DestroyUserSession { user: u, handle } => {
-            engine.destroy_user_session(&user(u)?, handle, now)
+            engine.destroy_user_session(&user(&u)?, &handle, now)
         }
     })
+}
+
+/// Entropy as a vector writes it (64 lowercase hex digits), for hosts that
+/// build a [`VectorInput`] from a native [`Entropy`].
+pub fn entropy_hex(entropy: &Entropy) -> String {
+    use core::fmt::Write as _;
+    let mut out = String::with_capacity(64);
+    for b in entropy.0 {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+impl VectorOp {
+    /// A short stable name (`load`, `save`, …) for metrics and logs; `load`
+    /// and `load_id` are both `load`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VectorOp::Load { .. } | VectorOp::LoadId { .. } => "load",
+            VectorOp::Save { .. } => "save",
+            VectorOp::Regenerate { .. } => "regenerate",
+            VectorOp::Destroy { .. } => "destroy",
+            VectorOp::Touch { .. } => "touch",
+            VectorOp::DestroyAllForUser { .. } => "destroy_all_for_user",
+            VectorOp::ListUserSessions { .. } => "list_user_sessions",
+            VectorOp::DestroyUserSession { .. } => "destroy_user_session",
+        }
+    }
 }
 
 /// Run a parsed vector input.
@@ -203,7 +242,7 @@ fn run_inner(
             detail: m,
         })
     })?;
-    let mut op = build(&engine, input, entropy)?;
+    let mut op = start(&engine, input.op.clone(), input.now, entropy)?;
     // Bounded: every op finishes in a handful of rounds; a vector cannot loop us.
     for i in 0..64u64 {
         match op.poll() {
@@ -253,6 +292,14 @@ mod tests {
             let out: Value = serde_json::from_slice(&run_json(input)).unwrap();
             assert_eq!(out["outcome"]["error"]["code"], "invalid_input", "{out}");
         }
+    }
+
+    #[test]
+    fn entropy_hex_is_what_vectors_parse() {
+        let e = Entropy(core::array::from_fn(|i| (i * 37) as u8));
+        let hex = entropy_hex(&e);
+        assert_eq!(hex.len(), 64);
+        assert!(parse_entropy(Some(&hex)).unwrap() == e);
     }
 
     #[test]

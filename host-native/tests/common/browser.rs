@@ -56,6 +56,7 @@ impl Process {
             port,
             Command::new(env!("CARGO_BIN_EXE_session-host"))
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(super::engine_args())
                 .args(["--redis", redis_url])
                 .env("RUST_LOG", "info"),
         )

@@ -19,10 +19,12 @@
 pub(crate) mod browser;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use host_native::Rules;
+use session_logic::Engine;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -299,6 +301,7 @@ impl SessionHost {
         let addr: std::net::SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
         let child = Command::new(env!("CARGO_BIN_EXE_session-host"))
             .args(["serve", "--listen", &addr.to_string()])
+            .args(engine_args())
             .args(args)
             .env("RUST_LOG", "debug")
             .env("NO_COLOR", "1")
@@ -364,4 +367,59 @@ impl Drop for SessionHost {
             eprintln!("--- session-host log:\n{}", self.log());
         }
     }
+}
+
+/// `session-host serve` flags for the engine under test
+/// (`HOST_NATIVE_ENGINE=wasm` → `--engine wasm --wasm-module …`).
+pub(crate) fn engine_args() -> Vec<String> {
+    match std::env::var("HOST_NATIVE_ENGINE").as_deref() {
+        Ok("wasm") => vec![
+            "--engine".into(),
+            "wasm".into(),
+            "--wasm-module".into(),
+            wasm_path().display().to_string(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The rules under test: native, or with `HOST_NATIVE_ENGINE=wasm` the
+/// wasm-abi module at [`wasm_path`] under wasmtime (needs the `wasm-engine`
+/// feature; `scripts/steps/host` runs the tests both ways).
+pub(crate) fn rules(engine: Engine) -> Rules {
+    match std::env::var("HOST_NATIVE_ENGINE").as_deref() {
+        Ok("wasm") => wasm_rules(engine),
+        Ok("native" | "") | Err(_) => Rules::native(engine),
+        Ok(other) => panic!("HOST_NATIVE_ENGINE={other}: expected `native` or `wasm`"),
+    }
+}
+
+/// `target/wasm-abi/session_logic.wasm` of this workspace (built by
+/// `scripts/steps/wasm`).
+pub(crate) fn wasm_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-abi/session_logic.wasm")
+}
+
+/// The module, compiled once per test binary (cranelift is the slow part).
+#[cfg(feature = "wasm-engine")]
+pub(crate) fn wasm_module() -> host_native::rules::WasmModule {
+    use std::sync::OnceLock;
+    static MODULE: OnceLock<host_native::rules::WasmModule> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            host_native::rules::WasmModule::load(&wasm_path()).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .clone()
+}
+
+#[cfg(feature = "wasm-engine")]
+fn wasm_rules(engine: Engine) -> Rules {
+    let rules = Rules::wasm(engine, &wasm_module()).unwrap();
+    assert_eq!(rules.kind(), "wasm");
+    rules
+}
+
+#[cfg(not(feature = "wasm-engine"))]
+fn wasm_rules(_engine: Engine) -> Rules {
+    panic!("HOST_NATIVE_ENGINE=wasm needs `cargo test -p host-native --features wasm-engine`")
 }

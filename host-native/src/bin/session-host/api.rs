@@ -23,11 +23,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use session_logic::{Error, Op, Outcome, Session, UserId};
+use session_logic::conformance::VectorOp;
+use session_logic::{Entropy, Error, Outcome, Session, UserId};
 use utoipa::ToSchema;
 
 use crate::App;
 use host_native::clock;
+use host_native::rules::{NO_ENTROPY, RulesError};
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
@@ -168,14 +170,17 @@ pub(crate) struct UserRequest {
 }
 
 async fn load(State(app): State<App>, Body(req): Body<LoadRequest>) -> Response {
-    let now = clock::now();
-    let op = match &req.id {
-        Some(id) => app.engine.load_id(id, req.client.as_deref(), now),
-        None => app
-            .engine
-            .load(req.cookie.as_deref(), req.client.as_deref(), now),
+    let op = match req.id {
+        Some(id) => VectorOp::LoadId {
+            id,
+            client: req.client,
+        },
+        None => VectorOp::Load {
+            cookie: req.cookie,
+            client: req.client,
+        },
     };
-    run(&app, "load", op).await
+    run(&app, op, NO_ENTROPY).await
 }
 
 async fn save(State(app): State<App>, Body(req): Body<ChangeRequest>) -> Response {
@@ -185,8 +190,8 @@ async fn save(State(app): State<App>, Body(req): Body<ChangeRequest>) -> Respons
     }
     match clock::entropy() {
         Ok(entropy) => {
-            let op = app.engine.save(session, entropy, clock::now());
-            run(&app, "save", op).await
+            let op = VectorOp::Save { session };
+            run(&app, op, entropy).await
         }
         Err(e) => entropy_failed(e),
     }
@@ -199,21 +204,25 @@ async fn regenerate(State(app): State<App>, Body(req): Body<ChangeRequest>) -> R
     }
     match clock::entropy() {
         Ok(entropy) => {
-            let op = app.engine.regenerate(session, entropy, clock::now());
-            run(&app, "regenerate", op).await
+            let op = VectorOp::Regenerate { session };
+            run(&app, op, entropy).await
         }
         Err(e) => entropy_failed(e),
     }
 }
 
 async fn destroy(State(app): State<App>, Body(req): Body<SessionRequest>) -> Response {
-    let op = app.engine.destroy(req.session, clock::now());
-    run(&app, "destroy", op).await
+    let op = VectorOp::Destroy {
+        session: req.session,
+    };
+    run(&app, op, NO_ENTROPY).await
 }
 
 async fn touch(State(app): State<App>, Body(req): Body<SessionRequest>) -> Response {
-    let op = app.engine.touch(req.session, clock::now());
-    run(&app, "touch", op).await
+    let op = VectorOp::Touch {
+        session: req.session,
+    };
+    run(&app, op, NO_ENTROPY).await
 }
 
 async fn logout_everywhere(
@@ -224,10 +233,11 @@ async fn logout_everywhere(
     let req = body.map(|Body(r)| r).unwrap_or_default();
     match UserId::new(user) {
         Ok(user) => {
-            let op = app
-                .engine
-                .destroy_all_for_user(&user, req.session.as_ref(), clock::now());
-            run(&app, "destroy_all_for_user", op).await
+            let op = VectorOp::DestroyAllForUser {
+                user: user.into(),
+                keep: req.session,
+            };
+            run(&app, op, NO_ENTROPY).await
         }
         Err(e) => error(&Error::Input(e)),
     }
@@ -241,10 +251,11 @@ async fn devices(
     let req = body.map(|Body(r)| r).unwrap_or_default();
     match UserId::new(user) {
         Ok(user) => {
-            let op = app
-                .engine
-                .list_user_sessions(&user, req.session.as_ref(), clock::now());
-            run(&app, "list_user_sessions", op).await
+            let op = VectorOp::ListUserSessions {
+                user: user.into(),
+                current: req.session,
+            };
+            run(&app, op, NO_ENTROPY).await
         }
         Err(e) => error(&Error::Input(e)),
     }
@@ -256,24 +267,30 @@ async fn sign_out_device(
 ) -> Response {
     match UserId::new(user) {
         Ok(user) => {
-            let op = app
-                .engine
-                .destroy_user_session(&user, &handle, clock::now());
-            run(&app, "destroy_user_session", op).await
+            let op = VectorOp::DestroyUserSession {
+                user: user.into(),
+                handle,
+            };
+            run(&app, op, NO_ENTROPY).await
         }
         Err(e) => error(&Error::Input(e)),
     }
 }
 
-async fn run(app: &App, name: &'static str, op: Op) -> Response {
-    match app.metrics.drive(name, op, app.backend.as_ref()).await {
+async fn run(app: &App, op: VectorOp, entropy: Entropy) -> Response {
+    let name = op.name();
+    let backend = app.backend.as_ref();
+    let ran = app
+        .metrics
+        .run(&app.rules, op, clock::now(), entropy, backend);
+    match ran.await {
         Ok(outcome) => {
             log(app, name, &outcome);
             Json(serde_json::json!({ "outcome": outcome })).into_response()
         }
         Err(e) => {
             tracing::warn!(op = name, code = e.code(), error = %e, "api operation failed");
-            error(&e)
+            rules_error(&e)
         }
     }
 }
@@ -282,7 +299,7 @@ fn log(app: &App, name: &'static str, outcome: &Outcome) {
     let sid_hash = outcome
         .session()
         .and_then(Session::id)
-        .map(|id| app.engine.sid_hash(id));
+        .map(|id| app.rules.sid_hash(id));
     tracing::info!(
         op = name,
         outcome = outcome.name(),
@@ -292,6 +309,10 @@ fn log(app: &App, name: &'static str, outcome: &Outcome) {
 }
 
 fn error(e: &Error) -> Response {
+    rules_error(&RulesError::Session(e.clone()))
+}
+
+fn rules_error(e: &RulesError) -> Response {
     let status = StatusCode::from_u16(e.status_hint()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::json!({ "code": e.code(), "message": e.to_string() });
     (status, Json(body)).into_response()

@@ -20,9 +20,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use host_native::connect::{self, ConnectOptions};
-use host_native::{Backend, MemoryBackend, Metrics, SessionLayer};
+use host_native::{Backend, MemoryBackend, Metrics, Rules, SessionLayer};
 use session_logic::{Command, Config, Engine, Reply, Round};
 use tracing_subscriber::EnvFilter;
 
@@ -82,6 +82,17 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
+    /// Which build of the rules runs: linked into this binary, or the
+    /// wasm-abi module under wasmtime (needs feature `wasm-engine`).
+    #[arg(long, value_enum, default_value_t = EngineKind::Native)]
+    engine: EngineKind,
+    /// The wasm-abi module for `--engine wasm` (built by `scripts/steps/wasm`).
+    #[arg(
+        long,
+        env = "SESSION_HOST_WASM",
+        default_value = "target/wasm-abi/session_logic.wasm"
+    )]
+    wasm_module: PathBuf,
 }
 
 /// Where sessions are stored and under which rules.
@@ -109,10 +120,18 @@ struct StoreArgs {
     tls_ca: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EngineKind {
+    /// The rules linked into this binary.
+    Native,
+    /// The same rules from the wasm-abi module, under wasmtime.
+    Wasm,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct App {
-    engine: Engine,
+    rules: Rules,
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
     /// The demo's password store (user → password), in memory.
@@ -237,6 +256,20 @@ async fn redis_backend(store: &StoreArgs) -> Result<Option<Arc<dyn Backend>>, St
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let engine = engine(&args.store)?;
+    let rules = match args.engine {
+        EngineKind::Native => Rules::native(engine.clone()),
+        EngineKind::Wasm => {
+            Rules::wasm_from_file(engine.clone(), &args.wasm_module).map_err(|e| e.to_string())?
+        }
+    };
+    match args.engine {
+        EngineKind::Native => tracing::info!(engine = rules.kind(), "session rules engine"),
+        EngineKind::Wasm => tracing::info!(
+            engine = rules.kind(),
+            module = %args.wasm_module.display(),
+            "session rules engine"
+        ),
+    }
     let backend: Arc<dyn Backend> = match redis_backend(&args.store).await? {
         Some(backend) => backend,
         None => {
@@ -248,13 +281,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     let app = App {
-        engine: engine.clone(),
+        rules: rules.clone(),
         backend: Arc::clone(&backend),
         metrics: Arc::new(Metrics::new()),
         passwords: Arc::default(),
     };
-    let sessions =
-        SessionLayer::new(engine, Arc::clone(&backend)).with_metrics(Arc::clone(&app.metrics));
+    let sessions = SessionLayer::with_rules(rules, Arc::clone(&backend))
+        .with_metrics(Arc::clone(&app.metrics));
     let router = Router::new()
         .merge(demo::routes().layer(sessions))
         .nest("/api/v1", api::routes())

@@ -1,0 +1,264 @@
+//! Which build of the rules runs an operation: the core linked into this
+//! binary (`native`) or the core's wasm-abi module under wasmtime (`wasm`,
+//! feature `wasm-engine`, `session-host serve --engine wasm`). It owns one
+//! promise: both engines take the same operation ([`VectorOp`]), send the same
+//! rounds to the same [`Backend`] and return the same [`Outcome`], so a
+//! deployment can run the very `.wasm` file that Node and edge hosts run and
+//! still be served by this host.
+//!
+//! The wasm engine is a stateless replay loop over the conformance entry
+//! point (`sl_run`, see `session_logic::abi`): it calls the module with the
+//! replies gathered so far; while the outcome is `null` it sends the last
+//! round through the backend and appends its replies (a transport failure
+//! goes in as the vector's `failure` for that round), until the module
+//! returns `{ok: outcome}` or `{error: …}`. Replaying from the start costs
+//! one extra module call per round, and buys a wasm side with no state to
+//! keep in sync: determinism (same inputs, same rounds) is the contract the
+//! conformance vectors already check, and the loop checks it again on every
+//! call by comparing the replayed rounds with the ones it sent.
+//!
+//! Helpers that decide no rule about Redis stay native in both engines:
+//! [`Rules::config`] and [`Rules::sid_hash`] (log redaction) read the native
+//! [`Engine`] built from the same config.
+
+use std::path::Path;
+#[cfg(feature = "wasm-engine")]
+use std::sync::Arc;
+
+use session_logic::conformance::{self, VectorOp};
+use session_logic::{Config, Engine, Entropy, Outcome, SessionId, UnixMillis};
+
+use crate::executor::{Backend, drive};
+
+#[cfg(feature = "wasm-engine")]
+mod wasm;
+
+#[cfg(feature = "wasm-engine")]
+pub use wasm::WasmModule;
+
+/// The rules of one deployment, from one of two engines. Cheap to clone and
+/// share across tasks.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// The native engine: the `native` engine itself, and for both engines
+    /// the config and the log-redaction key.
+    engine: Engine,
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Native,
+    #[cfg(feature = "wasm-engine")]
+    Wasm(Arc<wasm::Pool>),
+}
+
+impl Rules {
+    /// The rules linked into this binary.
+    pub fn native(engine: Engine) -> Self {
+        Rules {
+            engine,
+            kind: Kind::Native,
+        }
+    }
+
+    /// The rules of `module` (compiled once, shared), configured like
+    /// `engine`: the module gets `engine.config()` with every call.
+    #[cfg(feature = "wasm-engine")]
+    pub fn wasm(engine: Engine, module: &WasmModule) -> Result<Self, WasmError> {
+        let pool = wasm::Pool::new(module.clone(), engine.config())?;
+        Ok(Rules {
+            engine,
+            kind: Kind::Wasm(Arc::new(pool)),
+        })
+    }
+
+    /// The rules of the wasm-abi module at `path` (see
+    /// [`WasmModule::load`]). Without the `wasm-engine` feature this always
+    /// fails with [`WasmError::NotBuilt`], so callers need no `cfg`.
+    pub fn wasm_from_file(engine: Engine, path: &Path) -> Result<Self, WasmError> {
+        #[cfg(feature = "wasm-engine")]
+        {
+            Rules::wasm(engine, &WasmModule::load(path)?)
+        }
+        #[cfg(not(feature = "wasm-engine"))]
+        {
+            let _ = (engine, path);
+            Err(WasmError::NotBuilt)
+        }
+    }
+
+    /// `native` or `wasm`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self.kind {
+            Kind::Native => "native",
+            #[cfg(feature = "wasm-engine")]
+            Kind::Wasm(_) => "wasm",
+        }
+    }
+
+    /// The validated config (decides nothing about Redis; native in both
+    /// engines).
+    pub fn config(&self) -> &Config {
+        self.engine.config()
+    }
+
+    /// The keyed hash of an ID for logs (native in both engines).
+    pub fn sid_hash(&self, id: &SessionId) -> String {
+        self.engine.sid_hash(id)
+    }
+
+    /// Run `op` to its outcome against `backend`. `entropy` is read only by
+    /// operations that mint IDs (save, regenerate): give those fresh OS
+    /// randomness ([`crate::clock::entropy`]).
+    pub async fn run(
+        &self,
+        op: VectorOp,
+        now: UnixMillis,
+        entropy: Entropy,
+        backend: &dyn Backend,
+    ) -> Result<Outcome, RulesError> {
+        match &self.kind {
+            Kind::Native => {
+                let op = conformance::start(&self.engine, op, now, entropy)?;
+                Ok(drive(op, backend).await?)
+            }
+            #[cfg(feature = "wasm-engine")]
+            Kind::Wasm(pool) => wasm::run(pool, &op, now, &entropy, backend).await,
+        }
+    }
+}
+
+/// Entropy for operations that mint no ID (load, destroy, touch and the user
+/// operations): they never read it. Never pass it to save or regenerate.
+pub const NO_ENTROPY: Entropy = Entropy([0; 32]);
+
+/// Why [`Rules::run`] failed: the rules' own error, or the wasm engine could
+/// not run them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RulesError {
+    /// The rules decided the operation failed (backend down, decode, too
+    /// large, bad input …); identical for both engines.
+    #[error(transparent)]
+    Session(#[from] session_logic::Error),
+    /// The wasm engine itself failed (trap, unreadable output).
+    #[error(transparent)]
+    Wasm(#[from] WasmError),
+}
+
+impl RulesError {
+    /// A stable code: the core's codes, or `wasm_engine`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RulesError::Session(e) => e.code(),
+            RulesError::Wasm(_) => "wasm_engine",
+        }
+    }
+
+    /// The HTTP status to answer with: the core's hint, 500 for the engine.
+    pub fn status_hint(&self) -> u16 {
+        match self {
+            RulesError::Session(e) => e.status_hint(),
+            RulesError::Wasm(_) => 500,
+        }
+    }
+}
+
+/// The wasm engine could not be set up or could not run an operation.
+/// Messages name the file and the command that fixes it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WasmError {
+    /// This binary has no wasm engine.
+    #[error(
+        "this build has no wasm engine: rebuild with `--features wasm-engine` \
+         (e.g. `cargo build -p host-native --features wasm-engine`; \
+         `scripts/run --engine wasm` does this for you)"
+    )]
+    NotBuilt,
+    /// No file at the module path.
+    #[error(
+        "wasm-abi module not found at {path}: run `scripts/steps/wasm` to build it \
+         (or point --wasm-module / SESSION_HOST_WASM at one)"
+    )]
+    Missing {
+        /// The path tried.
+        path: String,
+    },
+    /// The file exists but cannot be read.
+    #[error("cannot read wasm-abi module {path}: {message}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// The file is not a session-logic wasm-abi module (does not compile,
+    /// has imports, lacks `memory`/`sl_alloc`/`sl_dealloc`/`sl_run`).
+    #[error(
+        "{path} is not a usable session-logic wasm-abi module ({message}); \
+         rebuild it with `scripts/steps/wasm`"
+    )]
+    Invalid {
+        /// The path (or `<bytes>`).
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The module trapped or ran out of its memory limit in an export.
+    #[error("the wasm engine trapped in {call}: {message}")]
+    Trap {
+        /// The export that trapped.
+        call: &'static str,
+        /// wasmtime's description.
+        message: String,
+    },
+    /// The module answered, but not with what the ABI promises (bad JSON,
+    /// wrong round count, rounds that differ between replays).
+    #[error("the wasm engine broke the wasm-abi contract: {0}")]
+    Contract(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBackend;
+
+    #[tokio::test]
+    async fn native_rules_run_a_vector_op() {
+        let rules = Rules::native(Engine::new(Config::default()).unwrap());
+        let op = VectorOp::Load {
+            cookie: None,
+            client: None,
+        };
+        let outcome = rules
+            .run(op, UnixMillis(1), NO_ENTROPY, &MemoryBackend::new())
+            .await
+            .unwrap();
+        assert_eq!(outcome.name(), "none");
+        assert_eq!(rules.kind(), "native");
+    }
+
+    #[tokio::test]
+    async fn a_bad_user_id_is_the_cores_input_error() {
+        let rules = Rules::native(Engine::new(Config::default()).unwrap());
+        let op = VectorOp::DestroyUserSession {
+            user: String::new(),
+            handle: "x".into(),
+        };
+        let err = rules
+            .run(op, UnixMillis(1), NO_ENTROPY, &MemoryBackend::new())
+            .await
+            .unwrap_err();
+        assert_eq!((err.code(), err.status_hint()), ("invalid_input", 400));
+    }
+
+    #[cfg(not(feature = "wasm-engine"))]
+    #[test]
+    fn without_the_feature_wasm_names_the_feature() {
+        let engine = Engine::new(Config::default()).unwrap();
+        let err = Rules::wasm_from_file(engine, Path::new("x.wasm")).unwrap_err();
+        assert!(err.to_string().contains("--features wasm-engine"), "{err}");
+    }
+}
