@@ -9,6 +9,7 @@
 //! ```
 
 use js_sys::{Array, Object};
+use session_logic::error::ConfigError;
 use session_logic::outcome::{Absent, Device};
 use session_logic::step::{BackendFailure, Step};
 use session_logic::{Config, Outcome, UnixMillis, UserId};
@@ -38,12 +39,16 @@ impl Engine {
     /// `SessionError` with code `config` naming the field and the fix.
     #[wasm_bindgen(constructor)]
     pub fn new(config: &JsValue) -> JsResult<Engine> {
-        let text = match config.as_string() {
-            Some(text) => text,
-            None if config.is_undefined() || config.is_null() => "{}".to_owned(),
-            None => js_to_json(config, "config").map_err(err)?.to_string(),
+        let value = match config.as_string() {
+            Some(text) => serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| config_error(e.to_string()))?,
+            None if config.is_undefined() || config.is_null() => serde_json::json!({}),
+            None => js_to_json(config, "config").map_err(err)?,
         };
-        let config = Config::from_json(&text).map_err(err)?;
+        // Through a JSON value, as the conformance runner parses it, so a
+        // refusal reads the same on every host.
+        let config: Config =
+            serde_json::from_value(value).map_err(|e| config_error(e.to_string()))?;
         session_logic::Engine::new(config)
             .map(|inner| Engine { inner })
             .map_err(err)
@@ -187,6 +192,13 @@ impl Engine {
         let (user, now) = (user_id(user)?, now_from(now).map_err(err)?);
         Ok(Op::new(self.inner.destroy_user_session(&user, handle, now)))
     }
+}
+
+fn config_error(message: String) -> JsValue {
+    err(ConfigError {
+        field: "config".into(),
+        message,
+    })
 }
 
 fn user_id(user: &str) -> JsResult<UserId> {
