@@ -43,3 +43,18 @@ await measure('load + set + save', async (i) => {
   o.session.free();
   saved.session.free();
 });
+
+// The same load with its replies captured once and replayed: the rules plus
+// the boundary crossings, no backend work (what a Redis host pays in-process).
+const engine = sessions.engine;
+const probe = engine.load(cookie, null, now);
+const recorded = mem.memory.executeRound(probe.next().round, now);
+probe.free();
+await measure('load, replayed replies', async () => {
+  const op = engine.load(cookie, null, now);
+  rounds += 1;
+  op.next();
+  const step = op.next(recorded);
+  step.outcome.session.free();
+  op.free();
+});
