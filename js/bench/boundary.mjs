@@ -1,0 +1,60 @@
+// Cost of the JS host per operation and per round against the in-memory
+// backend (so no network): what the wasm boundary plus the rules cost a
+// Node process. Run after js/build.sh:  node js/bench/boundary.mjs [iterations]
+
+import { Sessions, memoryExecutor } from '../lib/node.js';
+
+const n = Number(process.argv[2] ?? 20000);
+let now = 1_700_000_000_000;
+let rounds = 0;
+const mem = memoryExecutor(undefined, () => now);
+const executor = (round) => {
+  rounds += 1;
+  return mem(round);
+};
+const sessions = new Sessions({ executor, clock: () => now });
+
+const s = (await sessions.load(null)).session;
+s.set('cart', { items: ['apple', 'pear'], total: 2 });
+s.set('user', { name: 'alice', roles: ['admin'] });
+const cookie = (await sessions.save(s)).cookie.split(';')[0];
+
+async function measure(name, body) {
+  for (let i = 0; i < Math.min(n, 1000); i++) await body(i); // warm up
+  rounds = 0;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) await body(i);
+  const ns = Number(process.hrtime.bigint() - start);
+  const perOp = ns / n / 1000;
+  console.log(
+    `${name.padEnd(22)} ${Math.round(n / (ns / 1e9)).toString().padStart(7)} ops/s  ${perOp.toFixed(1)} µs/op  ` +
+      `${(ns / rounds / 1000).toFixed(1)} µs/round (${(rounds / n).toFixed(1)} rounds/op)`,
+  );
+}
+
+await measure('load (read only)', async () => {
+  const o = await sessions.load(cookie);
+  o.session.free();
+});
+await measure('load + set + save', async (i) => {
+  const o = await sessions.load(cookie);
+  o.session.set('counter', i);
+  const saved = await sessions.save(o.session);
+  o.session.free();
+  saved.session.free();
+});
+
+// The same load with its replies captured once and replayed: the rules plus
+// the boundary crossings, no backend work (what a Redis host pays in-process).
+const engine = sessions.engine;
+const probe = engine.load(cookie, null, now);
+const recorded = mem.memory.executeRound(probe.next().round, now);
+probe.free();
+await measure('load, replayed replies', async () => {
+  const op = engine.load(cookie, null, now);
+  rounds += 1;
+  op.next();
+  const step = op.next(recorded);
+  step.outcome.session.free();
+  op.free();
+});

@@ -1,0 +1,310 @@
+//! `Engine` and `Op` for JS: one constructor per core operation, and the
+//! running operation driven once per round with `next(replies)`.
+//!
+//! ```text
+//!   engine.load(…) ─► op ─► op.next() ─► {round} ─► host pipelines it ─┐
+//!                             ▲                                        │
+//!                             └──── op.next(replies) / op.fail(…) ◄────┘
+//!                     op.next(…) ─► {outcome} | {error}
+//! ```
+
+use js_sys::{Array, Object};
+use session_logic::error::ConfigError;
+use session_logic::outcome::{Absent, Device};
+use session_logic::step::{BackendFailure, Step};
+use session_logic::{Config, Outcome, UnixMillis, UserId};
+use wasm_bindgen::prelude::*;
+
+use crate::convert::{
+    entropy_from, js_error, js_to_json, json_to_js, now_from, replies_from_js, round_to_js, set,
+};
+use crate::session::Session;
+
+type JsResult<T> = Result<T, JsValue>;
+
+fn err(e: impl Into<session_logic::Error>) -> JsValue {
+    js_error(&e.into())
+}
+
+/// The rules of one deployment, built once from a validated config.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Engine {
+    inner: session_logic::Engine,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Build from a config object or JSON text. An invalid config throws a
+    /// `SessionError` with code `config` naming the field and the fix.
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: &JsValue) -> JsResult<Engine> {
+        let value = match config.as_string() {
+            Some(text) => serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| config_error(e.to_string()))?,
+            None if config.is_undefined() || config.is_null() => serde_json::json!({}),
+            None => js_to_json(config, "config").map_err(err)?,
+        };
+        // Through a JSON value, as the conformance runner parses it, so a
+        // refusal reads the same on every host.
+        let config: Config =
+            serde_json::from_value(value).map_err(|e| config_error(e.to_string()))?;
+        session_logic::Engine::new(config)
+            .map(|inner| Engine { inner })
+            .map_err(err)
+    }
+
+    /// The validated config with every default filled in.
+    #[wasm_bindgen(getter)]
+    pub fn config(&self) -> JsValue {
+        serde_json::to_value(self.inner.config())
+            .map(|v| json_to_js(&v))
+            .unwrap_or(JsValue::NULL)
+    }
+
+    /// The session cookie's name.
+    #[wasm_bindgen(getter, js_name = cookieName)]
+    pub fn cookie_name(&self) -> String {
+        self.inner.config().cookie.name.clone()
+    }
+
+    /// A keyed hash of the session's ID: the only form of it that may be
+    /// logged. `null` for a session not stored yet.
+    #[wasm_bindgen(js_name = sidHash)]
+    pub fn sid_hash(&self, session: &Session) -> Option<String> {
+        session.inner.id().map(|id| self.inner.sid_hash(id))
+    }
+
+    /// A new, empty session (stored lazily by its first save with data).
+    #[wasm_bindgen(js_name = newSession)]
+    pub fn new_session(&self) -> Session {
+        Session::from_core(self.inner.new_session())
+    }
+
+    /// Load the session named by a `Cookie` header (`client`: the binding
+    /// fingerprint, e.g. the User-Agent). One round, or none without an ID.
+    pub fn load(
+        &self,
+        cookie_header: Option<String>,
+        client: Option<String>,
+        now: f64,
+    ) -> JsResult<Op> {
+        let now = now_from(now).map_err(err)?;
+        Ok(Op::new(self.inner.load(
+            cookie_header.as_deref(),
+            client.as_deref(),
+            now,
+        )))
+    }
+
+    /// Load by ID text (APIs that carry the ID outside a cookie).
+    #[wasm_bindgen(js_name = loadId)]
+    pub fn load_id(&self, id: &str, client: Option<String>, now: f64) -> JsResult<Op> {
+        let now = now_from(now).map_err(err)?;
+        Ok(Op::new(self.inner.load_id(id, client.as_deref(), now)))
+    }
+
+    /// Write what changed (nothing, a lazy create, or a delta). One round.
+    pub fn save(&self, session: &Session, entropy: &[u8], now: f64) -> JsResult<Op> {
+        let (entropy, now) = (
+            entropy_from(entropy).map_err(err)?,
+            now_from(now).map_err(err)?,
+        );
+        Ok(Op::new(self.inner.save(
+            session.inner.clone(),
+            entropy,
+            now,
+        )))
+    }
+
+    /// New ID, same data; the old ID becomes a short-lived rotated marker.
+    pub fn regenerate(&self, session: &Session, entropy: &[u8], now: f64) -> JsResult<Op> {
+        let (entropy, now) = (
+            entropy_from(entropy).map_err(err)?,
+            now_from(now).map_err(err)?,
+        );
+        Ok(Op::new(self.inner.regenerate(
+            session.inner.clone(),
+            entropy,
+            now,
+        )))
+    }
+
+    /// Delete the session; the outcome carries a removal cookie.
+    pub fn destroy(&self, session: &Session, now: f64) -> JsResult<Op> {
+        let now = now_from(now).map_err(err)?;
+        Ok(Op::new(self.inner.destroy(session.inner.clone(), now)))
+    }
+
+    /// Slide the idle deadline now.
+    pub fn touch(&self, session: &Session, now: f64) -> JsResult<Op> {
+        let now = now_from(now).map_err(err)?;
+        Ok(Op::new(self.inner.touch(session.inner.clone(), now)))
+    }
+
+    /// Logout everywhere: delete every session of `user`. Two rounds for any
+    /// number of sessions.
+    #[wasm_bindgen(js_name = destroyAllForUser)]
+    pub fn destroy_all_for_user(&self, user: &str, now: f64) -> JsResult<Op> {
+        let (user, now) = (user_id(user)?, now_from(now).map_err(err)?);
+        Ok(Op::new(self.inner.destroy_all_for_user(&user, None, now)))
+    }
+
+    /// Logout everywhere except `keep` (e.g. the current session after a
+    /// password change). (wasm-bindgen cannot take an optional borrowed
+    /// class, hence two methods rather than an optional argument.)
+    #[wasm_bindgen(js_name = destroyAllForUserExcept)]
+    pub fn destroy_all_for_user_except(
+        &self,
+        user: &str,
+        keep: &Session,
+        now: f64,
+    ) -> JsResult<Op> {
+        let (user, now) = (user_id(user)?, now_from(now).map_err(err)?);
+        Ok(Op::new(self.inner.destroy_all_for_user(
+            &user,
+            Some(&keep.inner),
+            now,
+        )))
+    }
+
+    /// "My devices": the user's live sessions.
+    #[wasm_bindgen(js_name = listUserSessions)]
+    pub fn list_user_sessions(&self, user: &str, now: f64) -> JsResult<Op> {
+        let (user, now) = (user_id(user)?, now_from(now).map_err(err)?);
+        Ok(Op::new(self.inner.list_user_sessions(&user, None, now)))
+    }
+
+    /// "My devices", marking `current` (the asking session) with `current: true`.
+    #[wasm_bindgen(js_name = listUserSessionsFrom)]
+    pub fn list_user_sessions_from(&self, user: &str, current: &Session, now: f64) -> JsResult<Op> {
+        let (user, now) = (user_id(user)?, now_from(now).map_err(err)?);
+        Ok(Op::new(self.inner.list_user_sessions(
+            &user,
+            Some(&current.inner),
+            now,
+        )))
+    }
+
+    /// Sign out one device by the handle from `listUserSessions`.
+    #[wasm_bindgen(js_name = destroyUserSession)]
+    pub fn destroy_user_session(&self, user: &str, handle: &str, now: f64) -> JsResult<Op> {
+        let (user, now) = (user_id(user)?, now_from(now).map_err(err)?);
+        Ok(Op::new(self.inner.destroy_user_session(&user, handle, now)))
+    }
+}
+
+fn config_error(message: String) -> JsValue {
+    err(ConfigError {
+        field: "config".into(),
+        message,
+    })
+}
+
+fn user_id(user: &str) -> JsResult<UserId> {
+    UserId::new(user).map_err(err)
+}
+
+/// A running operation: call `next()` for its first round, then
+/// `next(replies)` after each round (or `fail(…)` when the round could not
+/// complete) until it answers `{outcome}` or `{error}`.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Op {
+    inner: session_logic::Op,
+}
+
+impl Op {
+    fn new(inner: session_logic::Op) -> Op {
+        Op { inner }
+    }
+}
+
+#[wasm_bindgen]
+impl Op {
+    /// Feed the replies of the last round (omit them for the first call) and
+    /// get what comes next: `{round}`, `{outcome}` or `{error}`. Replies of a
+    /// shape no Redis sends throw a `usage` error.
+    pub fn next(&mut self, replies: &JsValue) -> JsResult<Object> {
+        if !replies.is_undefined() {
+            let replies = replies_from_js(replies).map_err(err)?;
+            self.inner.handle_replies(replies);
+        }
+        let step = Object::new();
+        match self.inner.poll() {
+            Step::Round(round) => set(&step, "round", &round_to_js(&round)),
+            Step::Done(Ok(outcome)) => set(&step, "outcome", &outcome_to_js(outcome)),
+            Step::Done(Err(e)) => set(&step, "error", &js_error(&e)),
+        }
+        Ok(step)
+    }
+
+    /// The round could not complete: `kind` is `"timeout"`, `"unavailable"`
+    /// or anything else (reported as `other`), `detail` what the client said.
+    /// The next `next()` answers the typed backend error.
+    pub fn fail(&mut self, kind: &str, detail: Option<String>) {
+        let detail = detail.unwrap_or_default();
+        self.inner.handle_failure(match kind {
+            "timeout" => BackendFailure::Timeout,
+            "unavailable" => BackendFailure::Unavailable(detail),
+            _ => BackendFailure::Other(detail),
+        });
+    }
+}
+
+/// `{kind, …}`: the outcome with its session as a `Session` object.
+fn outcome_to_js(outcome: Outcome) -> Object {
+    let obj = Object::new();
+    set(&obj, "kind", &JsValue::from_str(outcome.name()));
+    let cookie = |c: Option<String>| c.map_or(JsValue::NULL, |c| JsValue::from_str(&c));
+    match outcome {
+        Outcome::Loaded(s) | Outcome::Expired(s) | Outcome::Rotated(s) => {
+            set(&obj, "session", &Session::from_core(s).into());
+        }
+        Outcome::None { reason, session } => {
+            set(&obj, "reason", &JsValue::from_str(absent_name(reason)));
+            set(&obj, "session", &Session::from_core(session).into());
+        }
+        Outcome::Saved { session, cookie: c } => {
+            set(&obj, "session", &Session::from_core(session).into());
+            set(&obj, "cookie", &cookie(c));
+        }
+        Outcome::Gone { cookie: c } => set(&obj, "cookie", &cookie(c)),
+        Outcome::Destroyed { cookie: c, count } => {
+            set(&obj, "cookie", &cookie(c));
+            set(&obj, "count", &millis(UnixMillis(count)));
+        }
+        Outcome::Devices(devices) => {
+            let list: Array = devices.iter().map(device_to_js).collect();
+            set(&obj, "devices", &list);
+        }
+    }
+    obj
+}
+
+fn absent_name(reason: Absent) -> &'static str {
+    match reason {
+        Absent::NoCookie => "no_cookie",
+        Absent::Malformed => "malformed",
+        Absent::Unknown => "unknown",
+        Absent::BindingMismatch => "binding_mismatch",
+    }
+}
+
+fn device_to_js(d: &Device) -> JsValue {
+    let obj = Object::new();
+    set(&obj, "handle", &JsValue::from_str(&d.handle));
+    set(&obj, "created", &millis(d.created));
+    set(&obj, "lastSeen", &millis(d.last_seen));
+    set(&obj, "expiresAt", &millis(d.expires_at));
+    set(&obj, "authAt", &d.auth_at.map_or(JsValue::NULL, millis));
+    set(&obj, "current", &JsValue::from_bool(d.current));
+    obj.into()
+}
+
+/// Unix ms (and counts) as a JS number: exact below 2^53, which unix ms stay
+/// under for the next 285,000 years.
+fn millis(t: UnixMillis) -> JsValue {
+    #[allow(clippy::cast_precision_loss)]
+    JsValue::from_f64(t.0 as f64)
+}
