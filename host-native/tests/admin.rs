@@ -136,6 +136,17 @@ async fn stats_inspect_and_revoke_user() {
 }
 
 #[test]
+fn ids_starting_with_a_dash_are_values_not_flags() {
+    // base64url IDs start with '-' one time in 64.
+    let out = Command::new(env!("CARGO_BIN_EXE_session-host"))
+        .args(["inspect", "--redis", "redis://127.0.0.1:1", "--id", "-abc"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+}
+
+#[test]
 fn admin_commands_explain_what_is_missing() {
     let out = Command::new(env!("CARGO_BIN_EXE_session-host"))
         .args(["stats"])

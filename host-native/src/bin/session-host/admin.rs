@@ -32,11 +32,12 @@ pub(crate) struct ScanBounds {
 #[derive(clap::Args, Debug)]
 #[group(required = true, multiple = false)]
 pub(crate) struct Target {
-    /// The session ID (e.g. the value of the cookie).
-    #[arg(long)]
+    /// The session ID (e.g. the value of the cookie). IDs may start with
+    /// '-', so the value is taken as given.
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) id: Option<String>,
     /// The Redis key, as `stats` or SCAN shows it.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) key: Option<String>,
 }
 
