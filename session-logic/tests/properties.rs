@@ -2531,3 +2531,35 @@ fn repro_a_save_acknowledged_before_a_parallel_regenerate_is_lost() {
         "request A's acknowledged save of b was lost by B's regenerate: {data:?}"
     );
 }
+
+/// A sign-in save whose round is cut after its first command: the record
+/// was bound to alice but her index entry (the second command) was lost,
+/// so logout-everywhere missed the session. The index entry now goes first.
+#[test]
+fn repro_a_cut_sign_in_round_never_leaves_a_bound_session_unindexed() {
+    repro(
+        REPRO,
+        &[
+            Act::Create {
+                user: None,
+                key: 0,
+                val: 0,
+            },
+            Act::Load {
+                slot: 1,
+                target: Some(0),
+            },
+            Act::SetUser { slot: 1, user: 0 },
+            Act::Fail {
+                round: 0,
+                mask: 127,
+                prefix: true,
+            },
+            Act::Save { slot: 1 },
+            Act::LogoutAll {
+                user: 0,
+                keep: None,
+            },
+        ],
+    );
+}

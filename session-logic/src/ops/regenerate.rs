@@ -23,7 +23,7 @@ use crate::error::{DecodeError, Error, InputError, UsageError};
 use crate::expiry::UnixMillis;
 use crate::id::Entropy;
 use crate::keys::UserId;
-use crate::ops::save::{Save, create_round};
+use crate::ops::save::{Save, create_round, write_slots};
 use crate::ops::write::{NewRecord, check_sizes, save_command};
 use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
@@ -216,7 +216,16 @@ impl Machine for Regenerate {
                 {
                     return Next::Finish(Err(e));
                 }
-                let mut cmds: Vec<Command> = vec![
+                // The index entry goes first (see `create_round`): a round
+                // cut short must never leave the new, bound record unindexed.
+                let mut cmds: Vec<Command> = session
+                    .user
+                    .as_ref()
+                    .map(|user| index_command(ctx, user, deadline, rec.member(ctx), now))
+                    .into_iter()
+                    .collect();
+                let base = cmds.len();
+                cmds.extend([
                     rec.command(ctx, &session, now),
                     ctx.script(
                         Script::Retire,
@@ -228,14 +237,11 @@ impl Machine for Regenerate {
                             old_meta.rev.to_string(),
                         ],
                     ),
-                ];
+                ]);
                 // Only an addition: the old member stays in the index until
                 // pruned, so a lost retire can never leave a live, unindexed
                 // session behind.
-                let index_at = session.user.as_ref().map(|user| {
-                    cmds.push(index_command(ctx, user, deadline, rec.member(ctx), now));
-                    cmds.len() - 1
-                });
+                let index_at = (base == 1).then_some(0);
                 let wait_at = ctx.wait().map(|w| {
                     cmds.push(w);
                     cmds.len() - 1
@@ -266,14 +272,15 @@ impl Machine for Regenerate {
                 index_at,
                 wait_at,
             } => {
-                let created = int("create", replies.first());
+                let base = usize::from(index_at.is_some());
+                let created = int("create", replies.get(base));
                 if let Some(i) = index_at
                     && let Err(e) = self.note_over_cap(replies.get(i))
                 {
                     return Next::Finish(Err(e));
                 }
                 let mut moved_on = None;
-                let retired = match replies.get(1) {
+                let retired = match replies.get(base + 1) {
                     Some(r @ Reply::Array(_)) => match record::decode(r) {
                         Ok(Stored::Live { data, .. }) => {
                             moved_on = Some(data);
@@ -344,11 +351,12 @@ impl Machine for Regenerate {
                 Err(e) => self.finish(ctx, Vec::new(), Err(e)),
             },
             State::AwaitRetry { mut rec } => {
-                let created = match int("create", replies.first()) {
+                let (write_at, index_at) = write_slots(self.indexed.is_some());
+                let created = match int("create", replies.get(write_at)) {
                     Ok(n) => n,
                     Err(e) => return self.finish(ctx, Vec::new(), Err(e)),
                 };
-                if let Err(e) = self.note_over_cap(replies.get(1)) {
+                if let Err(e) = self.note_over_cap(replies.get(index_at)) {
                     return Next::Finish(Err(e));
                 }
                 if created == 1 {

@@ -134,15 +134,11 @@ impl Save {
                 _ => deletes.extend([USER.to_owned(), AUTH_AT.to_owned()]),
             }
         }
-        let mut cmds = vec![save_command(
-            ctx,
-            &ctx.keys.session_key(id),
-            sets,
-            deletes,
-            now,
-        )];
+        let mut cmds = Vec::with_capacity(2);
         // A previous user's index keeps its entry until pruned; revoke checks
-        // `$user`, so that stale entry can never log this session out.
+        // `$user`, so that stale entry can never log this session out. The
+        // new user's entry goes before the write that binds the session (see
+        // `create_round`).
         if session.user_changed
             && let Some(user) = &session.user
         {
@@ -155,6 +151,13 @@ impl Save {
             ));
             self.indexed = Some(user.clone());
         }
+        cmds.push(save_command(
+            ctx,
+            &ctx.keys.session_key(id),
+            sets,
+            deletes,
+            now,
+        ));
         self.session = Some(session);
         self.state = State::AwaitSave;
         Next::Send(cmds)
@@ -182,14 +185,17 @@ impl Save {
     }
 }
 
-/// `[create, index add]`.
+/// `[index add, create]`, or `[create]` without a user. The index entry
+/// goes first: if the round is cut short after its first command, an entry
+/// without a record is harmless (revoke finds nothing), while a bound
+/// record without its entry would escape logout-everywhere.
 pub(crate) fn create_round(
     ctx: &Ctx,
     rec: &NewRecord,
     session: &Session,
     now: UnixMillis,
 ) -> Vec<Command> {
-    let mut cmds = vec![rec.command(ctx, session, now)];
+    let mut cmds = Vec::with_capacity(2);
     if let Some(user) = &session.user {
         cmds.push(index_command(
             ctx,
@@ -199,7 +205,14 @@ pub(crate) fn create_round(
             now,
         ));
     }
+    cmds.push(rec.command(ctx, session, now));
     cmds
+}
+
+/// Where the replies of a [`create_round`] (or a save with an index
+/// addition) are: `(write, index)`.
+pub(crate) fn write_slots(indexed: bool) -> (usize, usize) {
+    if indexed { (1, 0) } else { (0, 1) }
 }
 
 impl Machine for Save {
@@ -251,11 +264,12 @@ impl Machine for Save {
             }
             State::AwaitCreate { mut rec } => {
                 let session = self.take();
-                let created = match int("create", replies.first()) {
+                let (write_at, index_at) = write_slots(self.indexed.is_some());
+                let created = match int("create", replies.get(write_at)) {
                     Ok(n) => n,
                     Err(e) => return Next::Finish(Err(e)),
                 };
-                if let Err(e) = self.note_over_cap(replies.get(1)) {
+                if let Err(e) = self.note_over_cap(replies.get(index_at)) {
                     return Next::Finish(Err(e));
                 }
                 if created != 1 {
@@ -282,11 +296,12 @@ impl Machine for Save {
             }
             State::AwaitSave => {
                 let mut session = self.take();
-                let rev = match int("save", replies.first()) {
+                let (write_at, index_at) = write_slots(self.indexed.is_some());
+                let rev = match int("save", replies.get(write_at)) {
                     Ok(n) => n,
                     Err(e) => return Next::Finish(Err(e)),
                 };
-                if let Err(e) = self.note_over_cap(replies.get(1)) {
+                if let Err(e) = self.note_over_cap(replies.get(index_at)) {
                     return Next::Finish(Err(e));
                 }
                 let outcome = match rev {
