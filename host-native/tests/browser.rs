@@ -420,6 +420,10 @@ impl Device {
         loop {
             match old_page.tag_name().await {
                 Err(e) if e.is_stale_element_reference() || e.is_no_such_element() => break,
+                // Chromium sometimes reports the old page's node as "does not
+                // belong to the document" (an unknown error) instead of stale:
+                // the same fact, the page was replaced.
+                Err(e) if format!("{e:?}").contains("does not belong to the document") => break,
                 Err(e) => panic!("{}: after clicking {css}: {e:?}", self.name),
                 Ok(_) => {}
             }
