@@ -289,7 +289,10 @@ pub(crate) struct SessionHost {
 }
 
 impl SessionHost {
-    /// Start with `args` after `serve --listen …`; wait until it answers.
+    /// Start with `args` after `serve --listen 127.0.0.1:0`; wait until it
+    /// logs the address it bound. Letting the service pick its own port
+    /// avoids the race of a pre-chosen "free" port being taken (or probed
+    /// into a self-connection) before the service binds it.
     pub(crate) async fn start(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("session-host-")
@@ -297,10 +300,8 @@ impl SessionHost {
             .unwrap();
         let log = dir.path().join("session-host.log");
         let file = std::fs::File::create(&log).unwrap();
-        let port = free_port();
-        let addr: std::net::SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
         let child = Command::new(env!("CARGO_BIN_EXE_session-host"))
-            .args(["serve", "--listen", &addr.to_string()])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(engine_args())
             .args(args)
             .env("RUST_LOG", "debug")
@@ -313,23 +314,32 @@ impl SessionHost {
             .unwrap();
         let mut host = SessionHost {
             child: Some(child),
-            addr,
+            addr: (Ipv4Addr::LOCALHOST, 0).into(),
             log,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !listening(port) {
+        loop {
+            let log = host.log();
+            let bound = log
+                .lines()
+                .find(|l| l.contains("session-host serving"))
+                .and_then(|l| l.split("listen=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|addr| addr.parse().ok());
+            if let Some(addr) = bound {
+                host.addr = addr;
+                return host;
+            }
             if let Some(status) = host.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("session-host exited with {status}:\n{}", host.log());
+                panic!("session-host exited with {status}:\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
-                "session-host did not start:\n{}",
-                host.log()
+                "session-host did not start:\n{log}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        host
     }
 
     /// Everything it logged so far.

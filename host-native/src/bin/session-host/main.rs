@@ -298,7 +298,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, "session-host serving (demo at /, API at /api/v1)");
+    // The bound address, so `--listen 127.0.0.1:0` reports the port it got.
+    let bound = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(listen = %bound, "session-host serving (demo at /, API at /api/v1)");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
