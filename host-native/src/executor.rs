@@ -115,17 +115,8 @@ impl Backend for RedisBackend {
         round: &'a Round,
     ) -> BoxFuture<'a, Result<Vec<Reply>, BackendFailure>> {
         Box::pin(async move {
-            if round.is_empty() {
-                return Ok(Vec::new());
-            }
-            let pipe = pipeline(round.commands())?;
             let mut conn = self.conn.clone();
-            let sent = pipe.query_async::<Vec<redis::Value>>(&mut conn);
-            let values = match tokio::time::timeout(self.timeout, sent).await {
-                Err(_elapsed) => return Err(BackendFailure::Timeout),
-                Ok(result) => result.map_err(|e| failure(&e))?,
-            };
-            replies(values, round.len())
+            send_round(&mut conn, round, self.timeout).await
         })
     }
 
@@ -301,21 +292,18 @@ impl Backend for SentinelBackend {
             if round.is_empty() {
                 return Ok(Vec::new());
             }
-            let pipe = pipeline(round.commands())?;
             let (generation, mut conn) = self.connection().await?;
-            let sent = pipe.query_async::<Vec<redis::Value>>(&mut conn);
-            let values = match tokio::time::timeout(self.timeout, sent).await {
-                Err(_elapsed) => {
-                    self.forget(generation, "round timed out");
-                    return Err(BackendFailure::Timeout);
+            let replies = match send_round(&mut conn, round, self.timeout).await {
+                Ok(replies) => replies,
+                Err(failure) => {
+                    let why = match failure {
+                        BackendFailure::Timeout => "round timed out",
+                        _ => "transport error",
+                    };
+                    self.forget(generation, why);
+                    return Err(failure);
                 }
-                Ok(Err(e)) => {
-                    self.forget(generation, "transport error");
-                    return Err(failure(&e));
-                }
-                Ok(Ok(values)) => values,
             };
-            let replies = replies(values, round.len())?;
             if replies.iter().any(|r| {
                 matches!(r, Reply::Error(e) if e.starts_with("READONLY") || e.starts_with("MASTERDOWN"))
             }) {
@@ -426,6 +414,26 @@ fn slot_groups(commands: &[Command]) -> Vec<(Option<Slot>, Vec<usize>)> {
         last = Some(at);
     }
     groups
+}
+
+/// Send `round` on `conn` as one pipeline bounded by `timeout`: one reply
+/// per command, Redis error replies as data; `Err` only for a transport
+/// failure (or a reply count that does not match).
+async fn send_round<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    round: &Round,
+    timeout: Duration,
+) -> Result<Vec<Reply>, BackendFailure> {
+    if round.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pipe = pipeline(round.commands())?;
+    let sent = pipe.query_async::<Vec<redis::Value>>(conn);
+    let values = match tokio::time::timeout(timeout, sent).await {
+        Err(_elapsed) => return Err(BackendFailure::Timeout),
+        Ok(result) => result.map_err(|e| failure(&e))?,
+    };
+    replies(values, round.len())
 }
 
 /// A pipeline (no `MULTI`) whose error replies stay data.

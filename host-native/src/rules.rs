@@ -73,8 +73,8 @@ impl Rules {
         })
     }
 
-    /// The rules of the wasm-abi module at `path` (see
-    /// [`WasmModule::load`]). Without the `wasm-engine` feature this always
+    /// The rules of the wasm-abi module at `path` (see `WasmModule::load`,
+    /// feature `wasm-engine`). Without the `wasm-engine` feature this always
     /// fails with [`WasmError::NotBuilt`], so callers need no `cfg`.
     pub fn wasm_from_file(engine: Engine, path: &Path) -> Result<Self, WasmError> {
         #[cfg(feature = "wasm-engine")]

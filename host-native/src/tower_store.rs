@@ -203,11 +203,7 @@ impl SessionStore for TowerStore {
         };
         let expires = session
             .meta()
-            .map(|m| {
-                let idle = m.touch.plus(self.engine.config().idle_timeout_ms);
-                idle.min(m.deadline)
-            })
-            .unwrap_or(session_logic::UnixMillis(0));
+            .map_or(session_logic::UnixMillis(0), |m| self.engine.expires_at(m));
         Ok(Some(Record {
             id: *id,
             data: session

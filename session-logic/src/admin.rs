@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::DecodeError;
 use crate::expiry::UnixMillis;
 use crate::keys::{Keyspace, UserId};
-use crate::record::{self, Stored};
+use crate::record::{self, Meta, Stored};
 use crate::step::Reply;
 
 /// What a key name is in this deployment's keyspace.
@@ -92,6 +92,12 @@ pub enum RecordView {
 }
 
 impl Engine {
+    /// When a stored session ends unless used again:
+    /// `min(touch + idle timeout, absolute deadline)`.
+    pub fn expires_at(&self, meta: &Meta) -> UnixMillis {
+        crate::expiry::expires_at(meta.touch, self.config().idle_timeout_ms, meta.deadline)
+    }
+
     /// Decode an `HGETALL` reply of a session key for display; values are
     /// included only with `with_values` (they may be personal data).
     pub fn inspect_record(
@@ -111,11 +117,7 @@ impl Engine {
                 created: meta.created,
                 deadline: meta.deadline,
                 touch: meta.touch,
-                expires_at: crate::expiry::expires_at(
-                    meta.touch,
-                    self.config().idle_timeout_ms,
-                    meta.deadline,
-                ),
+                expires_at: self.expires_at(&meta),
                 rev: meta.rev,
                 user: user.map(String::from),
                 auth_at,

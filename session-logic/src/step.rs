@@ -16,7 +16,8 @@ use crate::outcome::Outcome;
 pub struct Command(#[serde(with = "argv_text")] pub Vec<Vec<u8>>);
 
 impl Command {
-    pub(crate) fn new<I, A>(args: I) -> Self
+    /// A command from its arguments (`&str`, `&[u8]`, `String`, `Vec<u8>`…).
+    pub fn new<I, A>(args: I) -> Self
     where
         I: IntoIterator<Item = A>,
         A: Into<Vec<u8>>,

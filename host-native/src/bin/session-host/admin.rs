@@ -56,10 +56,6 @@ async fn round(backend: &dyn Backend, commands: Vec<Command>) -> Result<Vec<Repl
     Ok(replies)
 }
 
-fn cmd<const N: usize>(args: [&[u8]; N]) -> Command {
-    Command(args.iter().map(|a| a.to_vec()).collect())
-}
-
 /// `inspect`: the record behind one session, without its data values
 /// unless `values`.
 pub(crate) async fn inspect(
@@ -89,8 +85,8 @@ pub(crate) async fn inspect(
     let replies = round(
         backend,
         vec![
-            cmd([b"HGETALL", key.as_bytes()]),
-            cmd([b"PTTL", key.as_bytes()]),
+            Command::new([b"HGETALL", key.as_bytes()]),
+            Command::new([b"PTTL", key.as_bytes()]),
         ],
     )
     .await?;
@@ -119,7 +115,7 @@ async fn scan(
     let count = count.to_string();
     let replies = round(
         backend,
-        vec![cmd([
+        vec![Command::new([
             b"SCAN",
             cursor,
             b"MATCH",
@@ -197,7 +193,7 @@ pub(crate) async fn revoke_user(
                 backend,
                 members
                     .iter()
-                    .map(|(k, _)| cmd([b"HGET", k.as_bytes(), b"$user"]))
+                    .map(|(k, _)| Command::new([b"HGET", k.as_bytes(), b"$user"]))
                     .collect(),
             )
             .await?;
@@ -260,11 +256,11 @@ pub(crate) async fn stats(
         for key in &keys {
             match engine.keyspace().classify(key) {
                 KeyKind::Session { .. } => {
-                    commands.push(cmd([b"HGETALL", key.as_bytes()]));
+                    commands.push(Command::new([b"HGETALL", key.as_bytes()]));
                     kinds.push(true);
                 }
                 KeyKind::UserIndex => {
-                    commands.push(cmd([b"ZCARD", key.as_bytes()]));
+                    commands.push(Command::new([b"ZCARD", key.as_bytes()]));
                     kinds.push(false);
                 }
                 KeyKind::Foreign => foreign += 1,

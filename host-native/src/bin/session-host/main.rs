@@ -99,7 +99,7 @@ struct ServeArgs {
 #[derive(clap::Args, Debug)]
 struct StoreArgs {
     /// Redis URL: redis://, rediss://, redis+cluster://h:p,h:p,
-    /// redis+sentinel://h:p,h:p/<master-name>[/db]. Without it, `serve`
+    /// redis+sentinel://h:p,h:p/MASTER[/db]. Without it, `serve`
     /// keeps sessions in this process's memory.
     #[arg(long, env = "SESSION_HOST_REDIS")]
     redis: Option<String>,
