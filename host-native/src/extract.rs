@@ -99,6 +99,8 @@ pub(crate) enum Finale {
     Regenerate,
     /// Delete and send a removal cookie.
     Destroy,
+    /// Already deleted (logout everywhere): only the removal cookie.
+    Cleared,
 }
 
 /// Per-request state behind the handle.
@@ -225,7 +227,7 @@ impl Session {
     pub async fn regenerate(&self) -> Result<(), SessionError> {
         let mut st = self.loaded().await?;
         st.data_mut()?;
-        if st.finale != Finale::Destroy {
+        if st.finale == Finale::Save {
             st.finale = Finale::Regenerate;
         }
         Ok(())
@@ -235,7 +237,9 @@ impl Session {
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut st = self.loaded().await?;
         st.data_mut()?;
-        st.finale = Finale::Destroy;
+        if st.finale != Finale::Cleared {
+            st.finale = Finale::Destroy;
+        }
         Ok(())
     }
 
@@ -280,9 +284,17 @@ impl Session {
             user: user.into(),
             keep: keep_current.then(|| data.clone()),
         };
+        // Unsaved changes (a user bound in this request) may not be in the
+        // index yet: then only a destroy is sure to remove this session.
+        let stored_as_is = !data.is_dirty();
         let outcome = self.run(&mut st, op).await?;
         if !keep_current {
-            st.finale = Finale::Destroy;
+            // When stored as is, the user's index led to this session too.
+            st.finale = if stored_as_is {
+                Finale::Cleared
+            } else {
+                Finale::Destroy
+            };
         }
         Ok(match outcome {
             Outcome::Destroyed { count, .. } => count,

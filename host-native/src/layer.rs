@@ -143,6 +143,15 @@ async fn finish(session: &Session, mut response: Response) -> Response {
         return response;
     };
     let (op, entropy) = match st.finale {
+        Finale::Cleared => {
+            let headers = response.headers_mut();
+            headers.append(VARY, HeaderValue::from_static("Cookie"));
+            if let Ok(value) = HeaderValue::from_str(&shared.rules.removal_cookie()) {
+                headers.append(SET_COOKIE, value);
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            return response;
+        }
         Finale::Destroy => (VectorOp::Destroy { session: data }, NO_ENTROPY),
         finale => {
             let entropy = match clock::entropy() {

@@ -103,6 +103,12 @@ impl Rules {
         self.engine.config()
     }
 
+    /// The Set-Cookie that deletes the session cookie (native in both
+    /// engines: it is rendered from config alone).
+    pub fn removal_cookie(&self) -> String {
+        self.engine.removal_cookie()
+    }
+
     /// The keyed hash of an ID for logs (native in both engines).
     pub fn sid_hash(&self, id: &SessionId) -> String {
         self.engine.sid_hash(id)

@@ -23,3 +23,4 @@ export function initSync(moduleOrBytes) {
 
 export * from './host.js';
 export * from './executors.js';
+export * from './fetch.js';

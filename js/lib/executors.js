@@ -10,6 +10,21 @@ import { Memory, TransportFailure } from './host.js';
 const DEFAULT_TIMEOUT_MS = 2000;
 const utf8 = new TextDecoder();
 
+/**
+ * The executor for a client object: ioredis (`pipeline` + `callBuffer`) or
+ * node-redis (`sendCommand` + `multi`). Cluster clients of node-redis take
+ * different arguments: pass `{ executor }` built for them instead.
+ */
+export function executorFor(client, options) {
+  if (client && typeof client.pipeline === 'function' && typeof client.callBuffer === 'function') {
+    return ioredisExecutor(client, options);
+  }
+  if (client && typeof client.sendCommand === 'function' && typeof client.multi === 'function' && !('masters' in client)) {
+    return nodeRedisExecutor(client, options);
+  }
+  throw new TypeError('pass a node-redis client (createClient) or an ioredis client as `client`, or an `executor` (round => replies)');
+}
+
 /** The in-memory backend as an executor (tests, local development). */
 export function memoryExecutor(memory = new Memory(), clock = Date.now) {
   const execute = async (round) => memory.executeRound(round, clock());

@@ -9,3 +9,4 @@ initSync({ module: readFileSync(new URL('../pkg/session_logic_bg.wasm', import.m
 
 export * from './host.js';
 export * from './executors.js';
+export * from './fetch.js';

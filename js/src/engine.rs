@@ -75,6 +75,24 @@ impl Engine {
         session.inner.id().map(|id| self.inner.sid_hash(id))
     }
 
+    /// The Set-Cookie that deletes the session cookie, for a session
+    /// already deleted by another operation (logout everywhere).
+    #[wasm_bindgen(js_name = removalCookie)]
+    pub fn removal_cookie(&self) -> String {
+        self.inner.removal_cookie()
+    }
+
+    /// When a stored session ends unless used again (unix ms): the idle
+    /// deadline, capped by the absolute one. `null` before the first save.
+    #[wasm_bindgen(js_name = expiresAt)]
+    pub fn expires_at(&self, session: &Session) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)]
+        session
+            .inner
+            .meta()
+            .map(|m| self.inner.expires_at(m).0 as f64)
+    }
+
     /// A new, empty session (stored lazily by its first save with data).
     #[wasm_bindgen(js_name = newSession)]
     pub fn new_session(&self) -> Session {

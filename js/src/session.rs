@@ -63,6 +63,15 @@ impl Session {
         self.inner.auth_at().map(|t| t.0 as f64)
     }
 
+    /// The absolute deadline of a stored session (unix ms): the session
+    /// ends then however active it is, and the cookie's `Max-Age` points at
+    /// it. `null` before the first save.
+    #[wasm_bindgen(getter)]
+    pub fn deadline(&self) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss)]
+        self.inner.meta().map(|m| m.deadline.0 as f64)
+    }
+
     /// The client fingerprint differs from the stored one (policy `report`).
     #[wasm_bindgen(getter, js_name = bindingMismatch)]
     pub fn binding_mismatch(&self) -> bool {

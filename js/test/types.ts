@@ -46,3 +46,32 @@ export async function check(): Promise<void> {
   sendCommandExecutor(async (argv) => argv.length, { binary: false });
   await init(new Uint8Array(0));
 }
+
+// The Express middleware, the express-session Store and the fetch helpers.
+import express from 'express';
+import expressSession from 'express-session';
+import { session, type RequestSession } from 'session-logic/express';
+import { SessionLogicStore } from 'session-logic/store';
+import { withSession, honoSession, type FetchSession } from 'session-logic';
+
+export function checkFrameworks(): void {
+  const app = express();
+  app.use(session({ client: createClient(), name: 'sid', cookie: { maxAge: 60_000, secure: false, sameSite: 'strict' }, unset: 'destroy' }));
+  app.get('/', async (req, res) => {
+    const s: RequestSession = req.session;
+    s.views = (s.views ?? 0) + 1;
+    await s.regenerate();
+    s.bindUser('ann');
+    const n: number = await s.logoutEverywhere({ keepCurrent: true });
+    s.save((err) => res.json({ n, err, id: s.id, maxAge: s.cookie.maxAge }));
+  });
+  const store = new SessionLogicStore({ client: createClient(), prefix: 'sess:', ttl: 3600 });
+  app.use(expressSession({ store, secret: 's', resave: false, saveUninitialized: false }));
+  store.get('sid', (err, sess) => console.log(err, sess?.cookie));
+  const handler = withSession(async (request: Request, s: FetchSession) => {
+    s.set('k', 1);
+    return Response.json({ k: s.get('k'), user: s.user });
+  });
+  void handler(new Request('http://x/'));
+  void honoSession({ client: createClient(), key: 'session' });
+}

@@ -58,6 +58,8 @@ export class Session {
   /** When the bound user signed in (unix ms). */
   readonly authAt: number | undefined;
   readonly bindingMismatch: boolean;
+  /** The absolute deadline (unix ms) once stored. */
+  readonly deadline: number | undefined;
   get(key: string): JsonValue | undefined;
   has(key: string): boolean;
   /** Throws SessionError `invalid_input` for a reserved (`$…`) or over-long key or a non-JSON value. */
@@ -111,6 +113,10 @@ export class Engine {
   readonly config: Record<string, unknown>;
   readonly cookieName: string;
   sidHash(session: Session): string | undefined;
+  /** When a stored session ends unless used again (unix ms). */
+  expiresAt(session: Session): number | undefined;
+  /** The Set-Cookie that deletes the session cookie. */
+  removalCookie(): string;
   newSession(): Session;
   load(cookieHeader: string | null | undefined, client: string | null | undefined, now: number): Op;
   loadId(id: string, client: string | null | undefined, now: number): Op;
@@ -188,3 +194,64 @@ export function sendCommandExecutor(
 ): Executor;
 export function isReplyError(e: unknown): boolean;
 export function normalize(reply: unknown): Reply;
+
+/** node-redis (`createClient`) or ioredis: the executor for it. */
+export function executorFor(client: unknown, options?: ExecutorOptions): Executor;
+
+/** Where sessions are stored: a client, an executor, or a ready `Sessions`. */
+export interface StoreOptions {
+  client?: unknown;
+  executor?: Executor;
+  sessions?: Sessions;
+  engine?: Engine;
+  /** The core's config (prefix, idle_timeout_ms, cookie, …). */
+  config?: object;
+}
+
+/** One request's session in a fetch or Hono handler. */
+export class FetchSession {
+  private constructor();
+  /** The ID once stored (the bearer secret: never log it). */
+  readonly id: string | undefined;
+  readonly status: Status;
+  readonly user: string | undefined;
+  readonly authAt: number | undefined;
+  readonly expiresAt: number | undefined;
+  /** A keyed hash of the ID: the form that may be logged. */
+  readonly idHash: string | undefined;
+  get(key: string): JsonValue | undefined;
+  has(key: string): boolean;
+  set(key: string, value: unknown): this;
+  remove(key: string): boolean;
+  clear(): void;
+  keys(): string[];
+  data(): Record<string, JsonValue>;
+  /** New ID, same data, written after the handler. */
+  regenerate(): void;
+  touch(): void;
+  destroy(): Promise<void>;
+  bindUser(user: string): void;
+  unbindUser(): void;
+  logoutEverywhere(options?: { keepCurrent?: boolean }): Promise<number>;
+  listDevices(): Promise<Device[]>;
+  signOutDevice(handle: string): Promise<boolean>;
+}
+
+export interface FetchSessionOptions extends StoreOptions {
+  /** A client fingerprint for client binding, e.g. the User-Agent. */
+  clientBinding?: (request: Request) => string | undefined;
+}
+
+/** Wrap a fetch handler; SessionErrors become JSON responses with their status unless `onError` answers. */
+export function withSession<Rest extends unknown[]>(
+  handler: (request: Request, session: FetchSession, ...rest: Rest) => Response | Promise<Response>,
+  options?: FetchSessionOptions & { onError?: (error: SessionError, request: Request) => Response | Promise<Response> },
+): (request: Request, ...rest: Rest) => Promise<Response>;
+
+/** Hono middleware: `c.get('session')` (or `c.get(key)`) is the FetchSession. */
+export function honoSession(options?: FetchSessionOptions & { key?: string }): (c: any, next: () => Promise<void>) => Promise<void>;
+
+/** A SessionError as a JSON response `{ code, message }` with its status. */
+export function errorResponse(error: SessionError): Response;
+/** Add Vary, Set-Cookie and Cache-Control to a response (copied when its headers are immutable). */
+export function decorate(response: Response, cookie: string | null): Response;

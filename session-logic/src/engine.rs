@@ -158,6 +158,13 @@ impl Engine {
         &self.ctx.keys
     }
 
+    /// The Set-Cookie that deletes the session cookie in the browser. For
+    /// hosts whose session was already deleted by another operation (logout
+    /// everywhere), so no extra round is needed to get it.
+    pub fn removal_cookie(&self) -> String {
+        self.ctx.removal_cookie()
+    }
+
     /// A keyed hash of an ID (16 base64url chars): the only form of an ID
     /// that may appear in logs, metrics or error messages.
     pub fn sid_hash(&self, id: &SessionId) -> String {

@@ -1,0 +1,464 @@
+// Express/Connect middleware: `req.session` as express-session users know
+// it (data as properties, `id`, `cookie`, `regenerate`, `destroy`, `save`,
+// `reload`, `touch`, callbacks or promises), over the core's rules.
+//
+// What it does for each request: one load when the request carries our
+// cookie (none otherwise), then, just before the response's headers go
+// out, one write of the keys that changed (none when nothing did), the
+// Set-Cookie the core rendered, `Vary: Cookie`, and `Cache-Control:
+// no-store` whenever a cookie is set. Redis failures reach Express's error
+// handler as SessionErrors (`status` 503): never an empty session instead.
+//
+// Options keep express-session's names where the meaning is the same; the
+// ones whose meaning we cannot keep are refused at start-up with the reason
+// (see `refuse` below and the README).
+
+import { Engine, Sessions, createEngine, executorFor } from './node.js';
+import { Handle, sessionError } from './handle.js';
+
+const PREFIX = 'session-logic/express';
+
+/** The part of express-session's options whose meaning we keep, mapped onto the core's config. */
+export function coreConfig(options = {}) {
+  refuse(options);
+  const config = { ...(options.config ?? {}) };
+  const cookie = { ...(config.cookie ?? {}) };
+  const o = options.cookie ?? {};
+  if (options.name !== undefined) cookie.name = options.name;
+  if (o.path !== undefined) cookie.path = o.path;
+  if (o.domain !== undefined) cookie.domain = o.domain;
+  if (o.httpOnly !== undefined) cookie.http_only = Boolean(o.httpOnly);
+  if (o.secure !== undefined) cookie.secure = Boolean(o.secure);
+  if (o.sameSite !== undefined) cookie.same_site = sameSite(o.sameSite);
+  if (o.maxAge != null) {
+    if (!Number.isSafeInteger(o.maxAge) || o.maxAge <= 0) {
+      throw new TypeError(`${PREFIX}: cookie.maxAge must be a positive whole number of milliseconds, got ${o.maxAge}`);
+    }
+    // express-session: the session ends maxAge after the last request
+    // that touched it. Ours: the idle timeout, which slides the same way.
+    config.idle_timeout_ms = o.maxAge;
+    const defaults = new Engine({});
+    const d = defaults.config;
+    defaults.free();
+    config.absolute_lifetime_ms ??= Math.max(d.absolute_lifetime_ms, o.maxAge);
+    // A read slides the deadline at most once per touch interval; keep it a
+    // small part of a short maxAge so active sessions never lapse.
+    config.touch_interval_ms ??= Math.max(1, Math.min(d.touch_interval_ms, Math.floor(o.maxAge / 4)));
+  } else if (cookie.persistent === undefined && options.config?.cookie?.persistent === undefined) {
+    // express-session without maxAge: a browser-session cookie.
+    cookie.persistent = false;
+  }
+  config.cookie = cookie;
+  return config;
+}
+
+function sameSite(v) {
+  if (v === true || v === 'strict' || v === 'Strict') return 'strict';
+  if (v === 'lax' || v === 'Lax') return 'lax';
+  if (v === 'none' || v === 'None') return 'none';
+  throw new TypeError(`${PREFIX}: cookie.sameSite must be 'lax', 'strict', true or 'none' (got ${JSON.stringify(v)}); a cookie without SameSite is not offered`);
+}
+
+const REFUSED = {
+  genid: 'session IDs are 32 bytes from crypto.getRandomValues, minted by the core so every host issues the same kind; a custom generator could weaken them',
+  store: "this middleware is the store: pass { client } (node-redis or ioredis) or { executor }; to keep express-session, use SessionLogicStore from 'session-logic/store' instead",
+};
+
+function refuse(options) {
+  for (const [name, why] of Object.entries(REFUSED)) {
+    if (options[name] !== undefined) throw new TypeError(`${PREFIX}: option \`${name}\` is not supported: ${why}`);
+  }
+  if (options.resave === true) {
+    throw new TypeError(`${PREFIX}: \`resave: true\` is not supported: a save writes only the keys this request changed, so parallel requests keep each other's changes; the idle deadline slides on reads anyway. Drop the option or set it to false`);
+  }
+  if (options.saveUninitialized === true) {
+    throw new TypeError(`${PREFIX}: \`saveUninitialized: true\` is not supported: nothing is stored and no cookie is set for a visitor until the session holds data (no empty sessions for bots). Drop the option or set it to false`);
+  }
+  if (options.unset !== undefined && options.unset !== 'keep' && options.unset !== 'destroy') {
+    throw new TypeError(`${PREFIX}: \`unset\` must be 'keep' or 'destroy', got ${JSON.stringify(options.unset)}`);
+  }
+  const cookie = options.cookie ?? {};
+  if (cookie.expires !== undefined) {
+    throw new TypeError(`${PREFIX}: cookie.expires is not supported: one fixed date for every session is not a lifetime; use cookie.maxAge (milliseconds)`);
+  }
+  if (cookie.secure === 'auto') {
+    throw new TypeError(`${PREFIX}: cookie.secure 'auto' is not supported: the core renders one cookie shape per deployment; use true behind HTTPS (the default) or false for plain-HTTP development`);
+  }
+  for (const name of ['partitioned', 'priority', 'signed', 'encode']) {
+    if (cookie[name] !== undefined) throw new TypeError(`${PREFIX}: cookie.${name} is not supported by the core's cookie renderer`);
+  }
+}
+
+/**
+ * The middleware. Options: `client` (node-redis or ioredis, configured to
+ * fail fast) or `executor` or `sessions`; express-session's `name`,
+ * `cookie`, `rolling`, `saveUninitialized: false`, `resave: false`, `unset`,
+ * `proxy`, `secret` (accepted, unused); `config` (the core's config);
+ * `clientBinding(req)` (a fingerprint string, e.g. the User-Agent).
+ */
+export function session(options = {}) {
+  const sessions = options.sessions ?? new Sessions({
+    engine: options.engine ?? createEngine(coreConfig(options)),
+    executor: options.executor ?? executorFor(options.client),
+  });
+  if (options.sessions) refuse(options);
+  const unset = options.unset ?? 'keep';
+  const binding = options.clientBinding;
+  if (binding !== undefined && typeof binding !== 'function') {
+    throw new TypeError(`${PREFIX}: clientBinding must be a function (req) => string`);
+  }
+
+  return function sessionLogic(req, res, next) {
+    if (req.session !== undefined) return next();
+    const client = binding ? binding(req) : undefined;
+    sessions.load(req.headers.cookie, { client: client ?? undefined }).then(
+      (outcome) => {
+        const handle = new Handle(sessions, outcome.session);
+        const view = new RequestSession(handle, sessions.engine, req);
+        req.session = view;
+        Object.defineProperty(req, 'sessionID', { configurable: true, enumerable: true, get: () => req.session?.id });
+        deferHeaders(res, () => finish(req, res, handle, view, unset), (err) => {
+          handle.close();
+          next(err);
+        });
+        next();
+      },
+      (err) => {
+        vary(res);
+        next(err);
+      },
+    );
+  };
+}
+
+/** express-session exports the middleware as its default; so do we. */
+export default session;
+
+/** Before the headers go out: write, then decorate the response. */
+async function finish(req, res, handle, view, unset) {
+  try {
+    if (!handle.destroyed) {
+      if (req.session === view) {
+        view[SYNC]();
+        await handle.commit();
+      } else if (unset === 'destroy') {
+        await handle.destroy();
+      }
+    }
+    vary(res);
+    if (handle.cookie) {
+      res.appendHeader('Set-Cookie', handle.cookie);
+      res.setHeader('Cache-Control', 'no-store');
+    }
+  } finally {
+    handle.close();
+  }
+}
+
+/** Add `Cookie` to the response's `Vary` unless it is there (or `*`). */
+function vary(res) {
+  if (res.headersSent) return;
+  const current = res.getHeader('Vary');
+  if (current === undefined) return void res.setHeader('Vary', 'Cookie');
+  const text = Array.isArray(current) ? current.join(', ') : String(current);
+  if (text.split(',').some((v) => ['cookie', '*'].includes(v.trim().toLowerCase()))) return;
+  res.setHeader('Vary', text ? `${text}, Cookie` : 'Cookie');
+}
+
+/**
+ * Hold the response at its first `writeHead`/`write`/`end`/`flushHeaders`
+ * until `before()` settles, then replay the held calls in order. When
+ * `before()` fails, the held calls are dropped and `failed(err)` answers
+ * instead (Express's error handler). A stream piping into the response
+ * sees `write` return true while held: the hold lasts one Redis round.
+ */
+function deferHeaders(res, before, failed) {
+  const names = ['writeHead', 'write', 'end', 'flushHeaders'];
+  const original = Object.fromEntries(names.map((n) => [n, res[n]]));
+  let state = 'open';
+  const held = [];
+  const restore = () => {
+    for (const n of names) res[n] = original[n];
+  };
+  for (const name of names) {
+    res[name] = function held_(...args) {
+      if (state === 'done') return original[name].apply(res, args);
+      held.push([name, args]);
+      if (state === 'open') {
+        state = 'holding';
+        Promise.resolve()
+          .then(before)
+          .then(
+            () => {
+              restore();
+              state = 'done';
+              for (const [n, a] of held.splice(0)) original[n].apply(res, a);
+            },
+            (err) => {
+              restore();
+              state = 'done';
+              held.length = 0;
+              vary(res);
+              failed(err);
+            },
+          );
+      }
+      return name === 'write' ? true : res;
+    };
+  }
+}
+
+const SYNC = Symbol('sync');
+const LOAD = Symbol('load');
+const HANDLE = new WeakMap();
+const SNAPSHOT = new WeakMap();
+
+function settle(promise, cb) {
+  if (typeof cb !== 'function') return promise;
+  promise.then(
+    (v) => queueMicrotask(() => cb(null, v)),
+    (e) => queueMicrotask(() => cb(e)),
+  );
+  return undefined;
+}
+
+/**
+ * `req.session`: the data are its own enumerable properties; everything
+ * else lives on the prototype (so `Object.keys(req.session)` is the data).
+ */
+export class RequestSession {
+  constructor(handle, engine, req) {
+    HANDLE.set(this, { handle, engine, req });
+    this[LOAD]();
+  }
+
+  /** The session ID once stored (`undefined` for a new session until it is saved). The bearer secret: never log it. */
+  get id() {
+    return HANDLE.get(this).handle.core.id ?? undefined;
+  }
+
+  /** The cookie's attributes, read-only: lifetimes are server-side config. */
+  get cookie() {
+    const { handle, engine } = HANDLE.get(this);
+    return new SessionCookie(engine.config, handle.core.deadline ?? undefined);
+  }
+
+  /** New ID, same data, at the end of the request (or at `save`); the old ID never yields data again. */
+  regenerate(cb) {
+    return settle(
+      run(this, (h) => {
+        h.regenerateDue = true;
+      }),
+      cb,
+    );
+  }
+
+  /** Delete the session now; `req.session` becomes undefined. */
+  destroy(cb) {
+    const { handle, req } = HANDLE.get(this);
+    return settle(
+      handle.destroy().then(() => {
+        if (req && req.session === this) req.session = undefined;
+      }),
+      cb,
+    );
+  }
+
+  /** Write the changes now (the end of the request writes only later changes). */
+  save(cb) {
+    return settle(
+      run(this, async (h) => {
+        this[SYNC]();
+        await h.commit();
+      }),
+      cb,
+    );
+  }
+
+  /** Replace the data with the stored session's, dropping unsaved changes. */
+  reload(cb) {
+    return settle(
+      run(this, async (h) => {
+        await h.reload();
+        this[LOAD]();
+      }),
+      cb,
+    );
+  }
+
+  /** Slide the idle deadline even if nothing changes (reads already do, throttled). */
+  touch() {
+    HANDLE.get(this).handle.touchDue = true;
+    return this;
+  }
+
+  resetMaxAge() {
+    return this.touch();
+  }
+
+  /** Bind the signed-in user (call `regenerate` in the same request). */
+  bindUser(user) {
+    const { handle } = HANDLE.get(this);
+    handle.check();
+    handle.core.setUser(String(user), Date.now());
+    return this;
+  }
+
+  unbindUser() {
+    const { handle } = HANDLE.get(this);
+    handle.check();
+    handle.core.clearUser();
+    return this;
+  }
+
+  /** The bound user id, or `undefined`. */
+  boundUser() {
+    return HANDLE.get(this).handle.core.user ?? undefined;
+  }
+
+  /** When the bound user signed in (unix ms), or `undefined`. */
+  authAt() {
+    return HANDLE.get(this).handle.core.authAt ?? undefined;
+  }
+
+  /** When the session ends unless used again (unix ms), or `undefined` before it is stored. */
+  expiresAt() {
+    const { handle, engine } = HANDLE.get(this);
+    return engine.expiresAt(handle.core) ?? undefined;
+  }
+
+  /** A keyed hash of the ID: the form that may be logged. */
+  idHash() {
+    const { handle, engine } = HANDLE.get(this);
+    return engine.sidHash(handle.core) ?? undefined;
+  }
+
+  /** Sign the bound user out everywhere (this session too unless `keepCurrent`); resolves with the count. */
+  logoutEverywhere(options, cb) {
+    if (typeof options === 'function') [options, cb] = [undefined, options];
+    const { req } = HANDLE.get(this);
+    return settle(
+      run(this, async (h) => {
+        const count = await h.logoutEverywhere(options);
+        if (h.destroyed && req && req.session === this) req.session = undefined;
+        return count;
+      }),
+      cb,
+    );
+  }
+
+  /** The bound user's live sessions (`current` marks this one). */
+  listDevices(cb) {
+    return settle(
+      run(this, (h) => h.listDevices()),
+      cb,
+    );
+  }
+
+  /** Sign out one of the user's devices by its `handle`; resolves true if it existed. */
+  signOutDevice(handle, cb) {
+    return settle(
+      run(this, (h) => h.signOutDevice(handle)),
+      cb,
+    );
+  }
+
+  /** Copy the core's data onto own properties and remember it as saved. */
+  [LOAD]() {
+    const { handle } = HANDLE.get(this);
+    for (const key of Object.keys(this)) delete this[key];
+    const snapshot = new Map();
+    const data = handle.core.data();
+    for (const [key, value] of Object.entries(data)) {
+      this[key] = value;
+      snapshot.set(key, JSON.stringify(value));
+    }
+    SNAPSHOT.set(this, snapshot);
+  }
+
+  /**
+   * Tell the core what changed since the last load or save: keys whose
+   * JSON text differs are set, keys gone (or now `undefined`) removed. JSON
+   * text comparison also catches changes inside nested objects.
+   */
+  [SYNC]() {
+    const { handle } = HANDLE.get(this);
+    handle.check();
+    const snapshot = SNAPSHOT.get(this);
+    const seen = new Set();
+    for (const key of Object.keys(this)) {
+      const value = this[key];
+      const json = value === undefined ? undefined : JSON.stringify(value);
+      if (json === undefined) continue;
+      seen.add(key);
+      if (snapshot.get(key) !== json) {
+        handle.core.set(key, JSON.parse(json));
+        snapshot.set(key, json);
+      }
+    }
+    for (const key of [...snapshot.keys()]) {
+      if (!seen.has(key)) {
+        handle.core.remove(key);
+        snapshot.delete(key);
+      }
+    }
+  }
+}
+
+function run(view, fn) {
+  const { handle } = HANDLE.get(view);
+  return Promise.resolve().then(() => {
+    handle.check();
+    return fn(handle);
+  });
+}
+
+/** `req.session.cookie`: what the Set-Cookie carries, read-only. */
+export class SessionCookie {
+  #expires;
+  #originalMaxAge;
+
+  constructor(config, deadline) {
+    const c = config.cookie;
+    this.path = c.path;
+    this.domain = c.domain ?? undefined;
+    this.httpOnly = c.http_only;
+    this.secure = c.secure;
+    this.sameSite = c.same_site;
+    this.#originalMaxAge = c.persistent ? config.absolute_lifetime_ms : null;
+    this.#expires = c.persistent && deadline !== undefined ? new Date(deadline) : null;
+    Object.freeze(this);
+  }
+
+  /** The cookie's lifetime when first set (the absolute lifetime), or null for a browser-session cookie. */
+  get originalMaxAge() {
+    return this.#originalMaxAge;
+  }
+
+  /** When the cookie expires (the session's absolute deadline), or null. */
+  get expires() {
+    return this.#expires ? new Date(this.#expires) : null;
+  }
+
+  set expires(_) {
+    lifetimeIsConfig('expires');
+  }
+
+  /** Milliseconds until the cookie expires, or null for a browser-session cookie. */
+  get maxAge() {
+    return this.#expires ? this.#expires.getTime() - Date.now() : this.#originalMaxAge;
+  }
+
+  set maxAge(_) {
+    lifetimeIsConfig('maxAge');
+  }
+
+  toJSON() {
+    const { path, domain, httpOnly, secure, sameSite, originalMaxAge, expires } = this;
+    return { path, domain, httpOnly, secure, sameSite, originalMaxAge, expires };
+  }
+}
+
+function lifetimeIsConfig(name) {
+  throw sessionError('usage', 500, `${PREFIX}: cookie.${name} cannot change per request: lifetimes are deployment config (option cookie.maxAge, or config idle_timeout_ms / absolute_lifetime_ms)`);
+}
