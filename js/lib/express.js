@@ -243,10 +243,21 @@ export class RequestSession {
     return new SessionCookie(engine.config, handle.core.deadline ?? undefined);
   }
 
-  /** New ID, same data, at the end of the request (or at `save`); the old ID never yields data again. */
-  regenerate(cb) {
+  /**
+   * A new ID at the end of the request (or at `save`); the old ID never
+   * yields data again. As in express-session the session starts empty (no
+   * data, no bound user); `regenerate({ keepData: true }, cb)` keeps both
+   * (a cart that survives sign-in).
+   */
+  regenerate(options, cb) {
+    if (typeof options === 'function') [options, cb] = [undefined, options];
+    const keep = options?.keepData === true;
     return settle(
       run(this, (h) => {
+        if (!keep) {
+          for (const key of Object.keys(this)) delete this[key];
+          h.core.clearUser();
+        }
         h.regenerateDue = true;
       }),
       cb,

@@ -37,6 +37,13 @@ function app(options, { onError } = {}) {
       req.session.save((err2) => (err2 ? next(err2) : res.redirect('/data')));
     });
   });
+  a.post('/login-keep', (req, res, next) => {
+    req.session.regenerate({ keepData: true }, (err) => {
+      if (err) return next(err);
+      req.session.bindUser(req.body.user);
+      res.json({ user: req.session.boundUser() });
+    });
+  });
   a.post('/login-promise', async (req, res) => {
     await req.session.regenerate();
     req.session.bindUser(req.body.user);
@@ -178,7 +185,7 @@ for (const [name, connect] of Object.entries(clients)) {
       assert.deepEqual(r.body.data, expected);
     });
 
-    test('regenerate (callbacks): new ID, same data, bound user; the old cookie yields nothing', async () => {
+    test('regenerate (callbacks): new ID, a fresh session as in express-session; the old cookie yields nothing', async () => {
       const old = pair((await call(http.base, '/set', { body: { cart: ['apple'] } })).setCookie);
       rounds = [];
       const r = await call(http.base, '/login', { cookie: old, body: { user: 'alice' } });
@@ -188,10 +195,21 @@ for (const [name, connect] of Object.entries(clients)) {
       assert.notEqual(fresh, old);
       assert.equal(r.headers.get('cache-control'), 'no-store');
       const now = await call(http.base, '/data', { cookie: fresh });
-      assert.deepEqual(now.body.data, { cart: ['apple'], user: { name: 'alice' } });
+      assert.deepEqual(now.body.data, { user: { name: 'alice' } });
       const stale = await call(http.base, '/data', { cookie: old });
       assert.deepEqual(stale.body.data, {});
       assert.equal(stale.setCookie, null, 'a rotated ID must not overwrite the new cookie');
+    });
+
+    test('regenerate({ keepData: true }): new ID, same data (a cart survives sign-in)', async () => {
+      const old = pair((await call(http.base, '/set', { body: { cart: ['apple'] } })).setCookie);
+      rounds = [];
+      const r = await call(http.base, '/login-keep', { cookie: old, body: { user: 'carol' } });
+      assert.deepEqual(r.body, { user: 'carol' });
+      assert.equal(rounds.length, 2, 'load + regenerate');
+      const fresh = pair(r.setCookie);
+      assert.deepEqual((await call(http.base, '/data', { cookie: fresh })).body.data, { cart: ['apple'] });
+      assert.deepEqual((await call(http.base, '/data', { cookie: old })).body.data, {});
     });
 
     test('regenerate (promises) and the user additions: devices, sign out one, logout everywhere', async () => {

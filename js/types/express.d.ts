@@ -57,7 +57,9 @@ export interface RequestSessionMethods {
   /** The ID once stored (the bearer secret: never log it; see `idHash`). */
   readonly id: string | undefined;
   readonly cookie: SessionCookie;
-  regenerate(): Promise<void>;
+  /** A new ID; the session starts empty unless `keepData`. */
+  regenerate(options?: { keepData?: boolean }): Promise<void>;
+  regenerate(options: { keepData?: boolean } | undefined, cb: Callback): void;
   regenerate(cb: Callback): void;
   destroy(): Promise<void>;
   destroy(cb: Callback): void;
