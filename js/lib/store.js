@@ -18,6 +18,7 @@
 // of everything but the cookie) and `cookie` (the cookie's JSON). Values
 // are JSON only. Every command touches one key (Cluster-safe).
 
+import { createHash } from 'node:crypto';
 import { Store } from 'express-session';
 import { executorFor } from './executors.js';
 import { sessionError } from './handle.js';
@@ -37,6 +38,9 @@ const TOUCH = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'cookie', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1`;
+
+const sha1 = (text) => createHash('sha1').update(text).digest('hex');
+const SCRIPTS = { set: { text: SET, sha: sha1(SET) }, touch: { text: TOUCH, sha: sha1(TOUCH) } };
 
 /**
  * `new SessionLogicStore({ client })`: node-redis or ioredis (configured to
@@ -76,7 +80,7 @@ export class SessionLogicStore extends Store {
   set(sid, sess, cb) {
     return settle(async () => {
       const { data, cookie } = encode(sess);
-      await this.#round([['EVAL', SET, '1', this.#key(sid), String(this.#expiry(sess)), data, cookie]]);
+      await this.#script(SCRIPTS.set, this.#key(sid), [String(this.#expiry(sess)), data, cookie]);
     }, cb);
   }
 
@@ -85,7 +89,7 @@ export class SessionLogicStore extends Store {
     return settle(async () => {
       if (this.disableTouch) return;
       const { cookie } = encode(sess);
-      await this.#round([['EVAL', TOUCH, '1', this.#key(sid), String(this.#expiry(sess)), cookie]]);
+      await this.#script(SCRIPTS.touch, this.#key(sid), [String(this.#expiry(sess)), cookie]);
     }, cb);
   }
 
@@ -161,8 +165,14 @@ export class SessionLogicStore extends Store {
     return [...new Set(keys)];
   }
 
-  /** One round; a Redis error reply becomes a typed error. */
-  async #round(commands) {
+  /** A script by its SHA (one round), sending its text only when Redis lacks it. */
+  async #script(script, key, argv) {
+    const [reply] = await this.#round([['EVALSHA', script.sha, '1', key, ...argv]], { noscript: true });
+    if (isNoscript(reply)) await this.#round([['EVAL', script.text, '1', key, ...argv]]);
+  }
+
+  /** One round; a Redis error reply becomes a typed error (NOSCRIPT is returned when asked). */
+  async #round(commands, { noscript = false } = {}) {
     const enc = new TextEncoder();
     let replies;
     try {
@@ -174,7 +184,8 @@ export class SessionLogicStore extends Store {
       throw err;
     }
     for (const r of replies) {
-      if (r instanceof Error || (r && typeof r === 'object' && 'error' in r && !(r instanceof Uint8Array) && !Array.isArray(r))) {
+      if (noscript && isNoscript(r)) continue;
+      if (isError(r)) {
         const message = String(r.message ?? r.error);
         throw sessionError(/^NOPERM/.test(message) ? 'backend_noperm' : 'backend_error', 503, `Redis refused a command: ${message}`);
       }
@@ -184,6 +195,14 @@ export class SessionLogicStore extends Store {
 }
 
 export default SessionLogicStore;
+
+function isError(r) {
+  return r instanceof Error || (r !== null && typeof r === 'object' && 'error' in r && !(r instanceof Uint8Array) && !Array.isArray(r));
+}
+
+function isNoscript(r) {
+  return isError(r) && /^NOSCRIPT/.test(String(r.message ?? r.error));
+}
 
 function text(v) {
   return typeof v === 'string' ? v : utf8.decode(v);

@@ -159,3 +159,33 @@ for (const [name, connect] of Object.entries(clients)) {
     });
   });
 }
+
+describe('SessionLogicStore scripts', () => {
+  test('sent by SHA; the text only after SCRIPT FLUSH', async () => {
+    const redis = await startRedis();
+    const conn = await clients['node-redis'](redis.port);
+    try {
+      const sent = [];
+      const store = new SessionLogicStore({
+        executor: (round) => {
+          sent.push(...round.map((argv) => new TextDecoder().decode(argv[0])));
+          return conn.executor(round);
+        },
+      });
+      const sess = sessionAt(Date.now() + 10_000, { v: 1 });
+      await store.set('a', sess);
+      await store.set('a', sess);
+      await store.touch('a', sess);
+      await store.touch('a', sess);
+      assert.deepEqual(sent, ['EVALSHA', 'EVAL', 'EVALSHA', 'EVALSHA', 'EVAL', 'EVALSHA']);
+      await conn.send(['SCRIPT', 'FLUSH']);
+      sent.length = 0;
+      await store.touch('a', sess);
+      assert.deepEqual(sent, ['EVALSHA', 'EVAL']);
+      assert.equal((await store.get('a')).v, 1);
+    } finally {
+      await conn.close();
+      await redis.close();
+    }
+  });
+});
