@@ -1,10 +1,13 @@
 // Cost of the JS host per operation and per round against the in-memory
 // backend (so no network): what the wasm boundary plus the rules cost a
-// Node process. Run after js/build.sh:  node js/bench/boundary.mjs [iterations]
+// Node process. Run after js/build.sh:  node js/bench/boundary.mjs [iterations] [--json]
+// (--json: one line of ns per operation, for bench/run).
 
 import { Sessions, memoryExecutor } from '../lib/node.js';
 
-const n = Number(process.argv[2] ?? 20000);
+const json = process.argv.includes('--json');
+const n = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 20000);
+const results = {};
 let now = 1_700_000_000_000;
 let rounds = 0;
 const mem = memoryExecutor(undefined, () => now);
@@ -26,6 +29,8 @@ async function measure(name, body) {
   for (let i = 0; i < n; i++) await body(i);
   const ns = Number(process.hrtime.bigint() - start);
   const perOp = ns / n / 1000;
+  results[name] = ns / n;
+  if (json) return;
   console.log(
     `${name.padEnd(22)} ${Math.round(n / (ns / 1e9)).toString().padStart(7)} ops/s  ${perOp.toFixed(1)} µs/op  ` +
       `${(ns / rounds / 1000).toFixed(1)} µs/round (${(rounds / n).toFixed(1)} rounds/op)`,
@@ -58,3 +63,7 @@ await measure('load, replayed replies', async () => {
   step.outcome.session.free();
   op.free();
 });
+
+if (json) {
+  console.log(JSON.stringify({ loadNs: results['load (read only)'], loadSaveNs: results['load + set + save'], loadReplayedNs: results['load, replayed replies'], iterations: n }));
+}
