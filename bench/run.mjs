@@ -335,7 +335,7 @@ function grow(port, total) {
   let batch = 0;
   while (left > 0) {
     const n = Math.min(left, 20000);
-    cli(port, 'EVAL', lua, '1', sample, String(n), `sess:filler${batch}:`);
+    cli(port, 'EVAL', lua, '1', sample, String(n), `sess:filler${total}:${batch}:`);
     left -= n;
     batch += 1;
   }

@@ -153,6 +153,11 @@ async fn finish(session: &Session, mut response: Response) -> Response {
             return response;
         }
         Finale::Destroy => (VectorOp::Destroy { session: data }, NO_ENTROPY),
+        Finale::Save if !data.needs_save() => {
+            // Read only: the save would write nothing and set no cookie, so
+            // skip it (and the OS entropy it would draw) on the hot path.
+            return with_vary(response);
+        }
         finale => {
             let entropy = match clock::entropy() {
                 Ok(e) => e,

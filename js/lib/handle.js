@@ -50,6 +50,10 @@ export class Handle {
       this.regenerateDue = false;
     } else if (this.touchDue && !core.isDirty && core.status === 'live') {
       outcome = await sessions.touch(core);
+    } else if (!core.needsSave) {
+      // Read only: the save would write nothing and set no cookie.
+      this.touchDue = false;
+      return;
     } else {
       outcome = await sessions.save(core);
     }

@@ -73,6 +73,13 @@ impl Session {
     }
 
     /// The client fingerprint differs from the stored one (policy `report`).
+    /// Whether `save` would write anything (changes, or an ID renewal due);
+    /// when not, hosts skip it.
+    #[wasm_bindgen(getter, js_name = needsSave)]
+    pub fn needs_save(&self) -> bool {
+        self.inner.needs_save()
+    }
+
     #[wasm_bindgen(getter, js_name = bindingMismatch)]
     pub fn binding_mismatch(&self) -> bool {
         self.inner.binding_mismatch()

@@ -54,6 +54,8 @@ export class Session {
   readonly id: string | undefined;
   readonly status: Status;
   readonly isDirty: boolean;
+  /** Whether `save` would write anything (changes, or an ID renewal due). */
+  readonly needsSave: boolean;
   readonly user: string | undefined;
   /** When the bound user signed in (unix ms). */
   readonly authAt: number | undefined;

@@ -180,6 +180,13 @@ impl Session {
         !self.changes.is_empty() || self.user_changed
     }
 
+    /// Whether `save` would send anything: changes to write, or an ID
+    /// renewal due. Hosts skip the save (and the entropy it takes) when not;
+    /// its outcome would be the same session and no cookie.
+    pub fn needs_save(&self) -> bool {
+        self.status != Status::Rotated && (self.is_dirty() || self.rotation_due)
+    }
+
     /// The client fingerprint differs from the one stored (policy `report`).
     pub fn binding_mismatch(&self) -> bool {
         self.binding_mismatch
