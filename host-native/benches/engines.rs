@@ -83,6 +83,7 @@ fn stored(rt: &tokio::runtime::Runtime, rules: &Rules, engine: &Engine) -> (Memo
     let loaded = rt
         .block_on(rules.run(
             VectorOp::Load {
+                touch_hint: None,
                 cookie: Some(cookie),
                 client: None,
             },
@@ -119,6 +120,7 @@ fn engines(c: &mut Criterion) {
         (
             "load_read_only",
             VectorOp::Load {
+                touch_hint: None,
                 cookie: Some(cookie),
                 client: None,
             },

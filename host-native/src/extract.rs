@@ -19,6 +19,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::clock;
 use crate::executor::Backend;
+use crate::hints::TouchHints;
 use crate::metrics::Metrics;
 use crate::rules::{NO_ENTROPY, Rules, RulesError, WasmError};
 
@@ -118,6 +119,7 @@ pub(crate) struct Shared {
     pub(crate) rules: Rules,
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) hints: Arc<TouchHints>,
     pub(crate) cookie: Option<String>,
     pub(crate) client: Option<String>,
     pub(crate) state: Mutex<State>,
@@ -353,11 +355,17 @@ impl Session {
             return Err(failure.clone());
         }
         if st.data.is_none() {
+            let shared = &self.shared;
+            let key = shared.rules.session_key_for(shared.cookie.as_deref());
             let op = VectorOp::Load {
-                cookie: self.shared.cookie.clone(),
-                client: self.shared.client.clone(),
+                touch_hint: key.as_deref().and_then(|k| shared.hints.get(k)),
+                cookie: shared.cookie.clone(),
+                client: shared.client.clone(),
             };
             let outcome = self.run(&mut st, op).await?;
+            if let Some(key) = key {
+                shared.hints.observe(key, &outcome);
+            }
             if let Outcome::Loaded(data) = &outcome
                 && data.binding_mismatch()
             {

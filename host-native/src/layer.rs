@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 use crate::clock;
 use crate::executor::{Backend, BoxFuture};
 use crate::extract::{Finale, Session, SessionError, Shared, State};
+use crate::hints::TouchHints;
 use crate::metrics::Metrics;
 use crate::rules::{NO_ENTROPY, Rules};
 
@@ -31,6 +32,7 @@ pub struct SessionLayer {
     rules: Rules,
     backend: Arc<dyn Backend>,
     metrics: Arc<Metrics>,
+    hints: Arc<TouchHints>,
 }
 
 impl SessionLayer {
@@ -45,7 +47,15 @@ impl SessionLayer {
             rules,
             backend,
             metrics: Arc::new(Metrics::new()),
+            hints: Arc::new(TouchHints::default()),
         }
+    }
+
+    /// Use `hints` (e.g. [`TouchHints::new(0)`](TouchHints::new) to always
+    /// run the load script, or one map shared by several layers).
+    pub fn with_touch_hints(mut self, hints: Arc<TouchHints>) -> Self {
+        self.hints = hints;
+        self
     }
 
     /// Count operations into shared metrics (e.g. the ones `/metrics` shows).
@@ -100,6 +110,7 @@ where
                 rules: layer.rules.clone(),
                 backend: Arc::clone(&layer.backend),
                 metrics: Arc::clone(&layer.metrics),
+                hints: Arc::clone(&layer.hints),
                 cookie: cookie_header(req.headers()),
                 client,
                 state: Mutex::new(State {

@@ -14,6 +14,7 @@
 //! - [`Rules`]: which build of the rules runs an operation, the linked core
 //!   or its wasm-abi module under wasmtime (feature `wasm-engine`).
 //! - [`Metrics`]: counters the layer and the `session-host` binary share.
+//! - [`TouchHints`]: what lets most read-only loads skip the load script.
 //! - `TowerStore` (feature `tower-sessions`): a `tower_sessions::SessionStore`
 //!   for apps already on tower-sessions, with what that trait cannot offer.
 //!
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod connect;
 pub mod executor;
 mod extract;
+pub mod hints;
 mod layer;
 pub mod metrics;
 pub mod rules;
@@ -46,6 +48,7 @@ pub mod tower_store;
 
 pub use executor::{Backend, ClusterBackend, MemoryBackend, RedisBackend, drive};
 pub use extract::{Session, SessionError};
+pub use hints::TouchHints;
 pub use layer::{SessionLayer, SessionService};
 pub use metrics::Metrics;
 pub use rules::{Rules, RulesError};

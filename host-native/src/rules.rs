@@ -109,6 +109,12 @@ impl Rules {
         self.engine.removal_cookie()
     }
 
+    /// The Redis key a load of this `Cookie` header reads (key touch hints
+    /// by it); native in both engines, like [`Rules::sid_hash`].
+    pub fn session_key_for(&self, cookie_header: Option<&str>) -> Option<String> {
+        self.engine.session_key_for(cookie_header)
+    }
+
     /// The keyed hash of an ID for logs (native in both engines).
     pub fn sid_hash(&self, id: &SessionId) -> String {
         self.engine.sid_hash(id)
@@ -235,6 +241,7 @@ mod tests {
     async fn native_rules_run_a_vector_op() {
         let rules = Rules::native(Engine::new(Config::default()).unwrap());
         let op = VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: None,
         };

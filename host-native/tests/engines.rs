@@ -107,6 +107,7 @@ async fn fixture(rules: &Rules) -> (Memory, Session, String) {
     let loaded = rules
         .run(
             VectorOp::Load {
+                touch_hint: None,
                 cookie: Some(cookies[0].clone()),
                 client: None,
             },
@@ -186,6 +187,7 @@ async fn every_op_kind_sends_the_same_rounds_and_ends_the_same_on_both_engines()
         case(
             "load",
             VectorOp::Load {
+                touch_hint: None,
                 cookie: Some(cookie.clone()),
                 client: None,
             },
@@ -193,6 +195,7 @@ async fn every_op_kind_sends_the_same_rounds_and_ends_the_same_on_both_engines()
         case(
             "load without cookie",
             VectorOp::Load {
+                touch_hint: None,
                 cookie: None,
                 client: None,
             },
@@ -200,6 +203,7 @@ async fn every_op_kind_sends_the_same_rounds_and_ends_the_same_on_both_engines()
         case(
             "load garbage",
             VectorOp::Load {
+                touch_hint: None,
                 cookie: Some("sid=%00junk".into()),
                 client: Some("UA".into()),
             },

@@ -8,6 +8,10 @@
 //!                     op.next(…) ─► {outcome} | {error}
 //! ```
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use js_sys::{Array, Object};
 use session_logic::error::ConfigError;
 use session_logic::outcome::{Absent, Device};
@@ -31,7 +35,18 @@ fn err(e: impl Into<session_logic::Error>) -> JsValue {
 #[derive(Debug)]
 pub struct Engine {
     inner: session_logic::Engine,
+    /// Touch hints (see `session_logic::Engine::load_hinted`): the `$touch`
+    /// each key had at this engine's last load of it. Host state, not a
+    /// rule: a missing hint only means the load script runs.
+    hints: Hints,
 }
+
+/// Session key → last seen `$touch`, shared with the load ops that fill it.
+/// Bounded: emptied when full (wasm is single-threaded, hence `Rc`).
+type Hints = Rc<RefCell<HashMap<String, UnixMillis>>>;
+
+/// Hints kept per engine before the map is emptied.
+const HINT_CAPACITY: usize = 100_000;
 
 #[wasm_bindgen]
 impl Engine {
@@ -50,7 +65,10 @@ impl Engine {
         let config: Config =
             serde_json::from_value(value).map_err(|e| config_error(e.to_string()))?;
         session_logic::Engine::new(config)
-            .map(|inner| Engine { inner })
+            .map(|inner| Engine {
+                inner,
+                hints: Hints::default(),
+            })
             .map_err(err)
     }
 
@@ -108,10 +126,36 @@ impl Engine {
         now: f64,
     ) -> JsResult<Op> {
         let now = now_from(now).map_err(err)?;
-        Ok(Op::new(self.inner.load(
+        let key = self.inner.session_key_for(cookie_header.as_deref());
+        let hint = key
+            .as_deref()
+            .and_then(|k| self.hints.borrow().get(k).copied());
+        let op = self
+            .inner
+            .load_hinted(cookie_header.as_deref(), client.as_deref(), now, hint);
+        Ok(Op {
+            inner: op,
+            observe: key.map(|k| (k, Rc::clone(&self.hints))),
+        })
+    }
+
+    /// `load` with an explicit touch hint (unix ms; the conformance vectors
+    /// use it), bypassing this engine's own hints.
+    #[wasm_bindgen(js_name = loadHinted)]
+    pub fn load_hinted(
+        &self,
+        cookie_header: Option<String>,
+        client: Option<String>,
+        now: f64,
+        touch_hint: Option<f64>,
+    ) -> JsResult<Op> {
+        let now = now_from(now).map_err(err)?;
+        let hint = touch_hint.map(now_from).transpose().map_err(err)?;
+        Ok(Op::new(self.inner.load_hinted(
             cookie_header.as_deref(),
             client.as_deref(),
             now,
+            hint,
         )))
     }
 
@@ -230,11 +274,38 @@ fn user_id(user: &str) -> JsResult<UserId> {
 #[derive(Debug)]
 pub struct Op {
     inner: session_logic::Op,
+    /// A load's key and the hints its outcome updates.
+    observe: Option<(String, Hints)>,
 }
 
 impl Op {
     fn new(inner: session_logic::Op) -> Op {
-        Op { inner }
+        Op {
+            inner,
+            observe: None,
+        }
+    }
+
+    /// Remember a loaded session's `$touch` under its key; forget the key
+    /// on any other outcome.
+    fn observe(&mut self, outcome: &Outcome) {
+        let Some((key, hints)) = self.observe.take() else {
+            return;
+        };
+        let mut map = hints.borrow_mut();
+        match outcome {
+            Outcome::Loaded(s) => {
+                if let Some(meta) = s.meta() {
+                    if map.len() >= HINT_CAPACITY && !map.contains_key(&key) {
+                        map.clear();
+                    }
+                    map.insert(key, meta.touch);
+                }
+            }
+            _ => {
+                map.remove(&key);
+            }
+        }
     }
 }
 
@@ -251,7 +322,10 @@ impl Op {
         let step = Object::new();
         match self.inner.poll() {
             Step::Round(round) => set(&step, "round", &round_to_js(&round)),
-            Step::Done(Ok(outcome)) => set(&step, "outcome", &outcome_to_js(outcome)),
+            Step::Done(Ok(outcome)) => {
+                self.observe(&outcome);
+                set(&step, "outcome", &outcome_to_js(outcome));
+            }
             Step::Done(Err(e)) => set(&step, "error", &js_error(&e)),
         }
         Ok(step)

@@ -80,6 +80,7 @@ impl Session {
         self.inner.needs_save()
     }
 
+    /// The client fingerprint differs from the stored one (policy `report`).
     #[wasm_bindgen(getter, js_name = bindingMismatch)]
     pub fn binding_mismatch(&self) -> bool {
         self.inner.binding_mismatch()

@@ -82,7 +82,7 @@ function startOp(input) {
   const now = input.now;
   switch (kind) {
     case 'load':
-      return engine.load(a.cookie, a.client ?? null, now);
+      return engine.loadHinted(a.cookie, a.client ?? null, now, a.touch_hint ?? undefined);
     case 'load_id':
       return engine.loadId(a.id, a.client ?? null, now);
     case 'save':

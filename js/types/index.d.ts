@@ -120,7 +120,14 @@ export class Engine {
   /** The Set-Cookie that deletes the session cookie. */
   removalCookie(): string;
   newSession(): Session;
+  /**
+   * Load from a Cookie header. The engine remembers each loaded session's
+   * last touch (a bounded map of Redis keys), so reads inside the touch
+   * interval are a plain HGETALL instead of the load script.
+   */
   load(cookieHeader: string | null | undefined, client: string | null | undefined, now: number): Op;
+  /** `load` with an explicit touch hint (unix ms), ignoring the engine's own. */
+  loadHinted(cookieHeader: string | null | undefined, client: string | null | undefined, now: number, touchHint?: number): Op;
   loadId(id: string, client: string | null | undefined, now: number): Op;
   save(session: Session, entropy: Uint8Array, now: number): Op;
   regenerate(session: Session, entropy: Uint8Array, now: number): Op;

@@ -27,6 +27,9 @@ pub enum VectorOp {
         /// Client fingerprint.
         #[serde(default)]
         client: Option<String>,
+        /// `Engine::load_hinted`'s touch hint.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        touch_hint: Option<UnixMillis>,
     },
     /// `Engine::load_id`.
     LoadId {
@@ -167,7 +170,11 @@ pub fn start(
     entropy: Entropy,
 ) -> Result<Op, Error> {
     Ok(match op {
-        VectorOp::Load { cookie, client } => engine.load(cookie.as_deref(), client.as_deref(), now),
+        VectorOp::Load {
+            cookie,
+            client,
+            touch_hint,
+        } => engine.load_hinted(cookie.as_deref(), client.as_deref(), now, touch_hint),
         VectorOp::LoadId { id, client } => engine.load_id(&id, client.as_deref(), now),
         VectorOp::Save { session } => engine.save(session, entropy, now),
         VectorOp::Regenerate { session } => engine.regenerate(session, entropy, now),

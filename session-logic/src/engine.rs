@@ -189,6 +189,28 @@ impl Engine {
         self.op(ops::load::Load::from_header(cookie_header, client, now))
     }
 
+    /// [`Engine::load`] with a touch hint: the `$touch` this host last saw
+    /// for the session's key ([`Engine::session_key_for`]; after a load,
+    /// `session.meta().touch`). While the hint is younger than the touch
+    /// interval the read is a plain `HGETALL` instead of the load script;
+    /// the outcome is the same (see `ops::load`).
+    pub fn load_hinted(
+        &self,
+        cookie_header: Option<&str>,
+        client: Option<&str>,
+        now: UnixMillis,
+        touch_hint: Option<UnixMillis>,
+    ) -> Op {
+        self.op(ops::load::Load::from_header(cookie_header, client, now).with_touch_hint(touch_hint))
+    }
+
+    /// The Redis key [`Engine::load`] would read for this `Cookie` header,
+    /// or `None` when it holds no well-formed ID (then a load sends
+    /// nothing). Hosts key their touch hints by it.
+    pub fn session_key_for(&self, cookie_header: Option<&str>) -> Option<String> {
+        ops::load::Load::from_header(cookie_header, None, UnixMillis(0)).key(&self.ctx)
+    }
+
     /// Load a session by its ID text (for APIs that carry the ID outside a
     /// cookie). Parsed as strictly as a cookie.
     pub fn load_id(&self, id: &str, client: Option<&str>, now: UnixMillis) -> Op {

@@ -2532,6 +2532,41 @@ fn repro_a_save_acknowledged_before_a_parallel_regenerate_is_lost() {
     );
 }
 
+/// A sign-in save (no regenerate) whose round lands only partly, as a
+/// Cluster can: the write that binds the record applied, the index entry
+/// (another node) lost, so logout everywhere missed a session the browser
+/// holds. The index entry now has a round of its own before the write.
+#[test]
+fn repro_a_partly_applied_binding_save_never_leaves_a_bound_session_unindexed() {
+    for kind in [Act::Save { slot: 1 }, Act::Touch { slot: 1 }] {
+        repro(
+            REPRO,
+            &[
+                Act::Create {
+                    user: None,
+                    key: 0,
+                    val: 0,
+                },
+                Act::Load {
+                    slot: 1,
+                    target: Some(0),
+                },
+                Act::SetUser { slot: 1, user: 0 },
+                Act::Fail {
+                    round: 0,
+                    mask: 2,
+                    prefix: false,
+                },
+                kind,
+                Act::LogoutAll {
+                    user: 0,
+                    keep: None,
+                },
+            ],
+        );
+    }
+}
+
 /// A sign-in save whose round is cut after its first command: the record
 /// was bound to alice but her index entry (the second command) was lost,
 /// so logout-everywhere missed the session. The index entry now goes first.

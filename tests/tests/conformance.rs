@@ -137,6 +137,7 @@ impl Gen {
             now,
             0,
             VectorOp::Load {
+                touch_hint: None,
                 cookie: None,
                 client: None,
             },
@@ -156,6 +157,7 @@ impl Gen {
             now,
             0,
             VectorOp::Load {
+                touch_hint: None,
                 cookie: Some(cookie.to_owned()),
                 client: None,
             },
@@ -177,6 +179,7 @@ const PLANTED: &str = "sid=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 fn scenarios() -> BTreeMap<String, Value> {
     let mut g = Gen::new(json!({}));
     let load = |cookie: &str| VectorOp::Load {
+        touch_hint: None,
         cookie: Some(cookie.to_owned()),
         client: None,
     };
@@ -187,6 +190,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: None,
         },
@@ -227,6 +231,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: None,
         },
@@ -527,6 +532,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: None,
         },
@@ -542,6 +548,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: None,
         },
@@ -552,6 +559,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: None,
         },
@@ -592,6 +600,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: None,
             client: Some("UA/1".into()),
         },
@@ -603,6 +612,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: Some(c.clone()),
             client: Some("UA/1".into()),
         },
@@ -612,6 +622,7 @@ fn scenarios() -> BTreeMap<String, Value> {
         T0,
         0,
         VectorOp::Load {
+            touch_hint: None,
             cookie: Some(c),
             client: Some("Evil/2".into()),
         },
@@ -640,6 +651,46 @@ fn scenarios() -> BTreeMap<String, Value> {
         None,
     );
     g.load(Some("vapor_compatible_load"), T0 + 1000, &c);
+    out.append(&mut g.out);
+
+    // Touch hints: a fresh one reads without the script; a stale one runs
+    // it; a wrong one (the record says a touch is due) costs a second round
+    // through the script, never the touch.
+    let mut g = Gen::new(json!({}));
+    let c = g.create(None, T0, 19, &[("a", json!(1))], None);
+    let hinted = |hint: u64| VectorOp::Load {
+        cookie: Some(c.clone()),
+        client: None,
+        touch_hint: Some(UnixMillis(hint)),
+    };
+    g.run(
+        Some("load_touch_hint_fresh_reads_without_script"),
+        T0 + 1000,
+        0,
+        hinted(T0),
+    );
+    g.run(
+        Some("load_touch_hint_stale_runs_the_script"),
+        T0 + 2 * MIN,
+        0,
+        hinted(T0),
+    );
+    g.run(
+        Some("load_touch_hint_wrong_reads_again_with_the_script"),
+        T0 + 4 * MIN,
+        0,
+        hinted(T0 + 4 * MIN - 1000),
+    );
+    // Binding a user without a regenerate: the index entry gets a round of
+    // its own before the write that binds the record.
+    let mut s = Gen::session(&g.load(None, T0 + 5 * MIN, &c));
+    s.set_user(UserId::new("dora").unwrap(), UnixMillis(T0 + 5 * MIN));
+    g.run(
+        Some("save_binding_a_user_indexes_first_in_a_round_of_its_own"),
+        T0 + 5 * MIN,
+        0,
+        VectorOp::Save { session: s },
+    );
     out.append(&mut g.out);
     out
 }

@@ -374,6 +374,7 @@ mod tests {
     fn the_borrowed_input_is_a_vector_input() {
         let config = serde_json::to_value(Config::default()).unwrap();
         let op = VectorOp::Load {
+            touch_hint: None,
             cookie: Some("sid=x".into()),
             client: None,
         };

@@ -1,6 +1,14 @@
 //! load: find the request's session, with the throttled touch folded into
 //! the same single command.
 //!
+//! A host may pass a *touch hint*: the `$touch` it last saw for this key
+//! (after its own load). `$touch` only ever moves forward, so a hint is a
+//! lower bound: when it is younger than the touch interval, no touch can be
+//! due and the read is a plain `HGETALL` instead of the script (same reply,
+//! a fraction of Redis's CPU). Should the record still say a touch is due
+//! (a hint from a restored or failed-over Redis), the script runs in a
+//! second round, so a hint can cost a round but never a touch.
+//!
 //! ```text
 //!   start ── no / malformed cookie ─────────────────────► Done(None)
 //!     │ well-formed ID
@@ -23,7 +31,7 @@ use crate::outcome::{Absent, Outcome};
 use crate::record::{self, Stored};
 use crate::scripts::Script;
 use crate::session::{Session, Status};
-use crate::step::Reply;
+use crate::step::{Command, Reply};
 
 #[derive(Debug)]
 enum Source {
@@ -38,6 +46,11 @@ pub(crate) struct Load {
     now: UnixMillis,
     id: Option<SessionId>,
     binding: Option<String>,
+    touch_hint: Option<UnixMillis>,
+    /// The key read, once the ID is known.
+    key: Option<String>,
+    /// The last round was a plain read (no touch).
+    plain: bool,
 }
 
 impl Load {
@@ -48,6 +61,9 @@ impl Load {
             now,
             id: None,
             binding: None,
+            touch_hint: None,
+            key: None,
+            plain: false,
         }
     }
 
@@ -58,7 +74,33 @@ impl Load {
             now,
             id: None,
             binding: None,
+            touch_hint: None,
+            key: None,
+            plain: false,
         }
+    }
+
+    /// See the module doc: a lower bound on the record's `$touch`.
+    pub(crate) fn with_touch_hint(mut self, hint: Option<UnixMillis>) -> Load {
+        self.touch_hint = hint;
+        self
+    }
+
+    /// The key this load reads, when the source holds a well-formed ID.
+    pub(crate) fn key(&self, ctx: &Ctx) -> Option<String> {
+        self.find_id(ctx).ok().map(|id| ctx.keys.session_key(&id))
+    }
+
+    /// The load script: read, and slide the idle deadline when due.
+    fn script(&self, ctx: &Ctx, key: &str) -> Command {
+        let c = &ctx.config;
+        let args = vec![
+            self.now.0.to_string(),
+            c.idle_timeout_ms.to_string(),
+            c.touch_interval_ms.to_string(),
+            self.now.plus(c.idle_timeout_ms).0.to_string(),
+        ];
+        ctx.script(Script::Load, key, args)
     }
 
     fn none(&self, reason: Absent) -> Next {
@@ -99,14 +141,17 @@ impl Machine for Load {
             Ok(id) => id,
             Err(reason) => return self.none(reason),
         };
-        let c = &ctx.config;
-        let args = vec![
-            self.now.0.to_string(),
-            c.idle_timeout_ms.to_string(),
-            c.touch_interval_ms.to_string(),
-            self.now.plus(c.idle_timeout_ms).0.to_string(),
-        ];
-        let cmd = ctx.script(Script::Load, &ctx.keys.session_key(&id), args);
+        let key = ctx.keys.session_key(&id);
+        let fresh_hint = self
+            .touch_hint
+            .is_some_and(|t| self.now.since(t) < ctx.config.touch_interval_ms);
+        let cmd = if fresh_hint {
+            self.plain = true;
+            Command::new([b"HGETALL".as_slice(), key.as_bytes()])
+        } else {
+            self.script(ctx, &key)
+        };
+        self.key = Some(key);
         self.id = Some(id);
         Next::Send(vec![cmd])
     }
@@ -146,6 +191,15 @@ impl Machine for Load {
                         self.binding.clone(),
                     ))));
                 }
+                let touch_due = now.since(meta.touch) >= c.touch_interval_ms && now > meta.touch;
+                if touch_due
+                    && self.plain
+                    && let Some(key) = self.key.as_deref()
+                {
+                    // The hint was wrong: read again through the script.
+                    self.plain = false;
+                    return Next::Send(vec![self.script(ctx, key)]);
+                }
                 let mismatch = c.client_binding != BindingPolicy::Off
                     && match (&meta.binding, &self.binding) {
                         (Some(stored), Some(seen)) => stored != seen,
@@ -160,7 +214,7 @@ impl Machine for Load {
                     }));
                 }
                 // Mirror load.lua's throttled touch.
-                if now.since(meta.touch) >= c.touch_interval_ms && now > meta.touch {
+                if touch_due {
                     meta.touch = now;
                 }
                 let rotation_due = c

@@ -32,7 +32,14 @@ use crate::step::{Command, Reply};
 #[derive(Debug)]
 enum State {
     Start,
-    AwaitCreate { rec: NewRecord },
+    AwaitCreate {
+        rec: NewRecord,
+    },
+    /// The new user's index entry, alone; the save follows.
+    AwaitIndex {
+        save: Command,
+    },
+    /// The save (any index entry was a round before).
     AwaitSave,
     AwaitRevoke(Outcome),
     Regenerate(Box<Regenerate>),
@@ -134,33 +141,28 @@ impl Save {
                 _ => deletes.extend([USER.to_owned(), AUTH_AT.to_owned()]),
             }
         }
-        let mut cmds = Vec::with_capacity(2);
+        let save = save_command(ctx, &ctx.keys.session_key(id), sets, deletes, now);
         // A previous user's index keeps its entry until pruned; revoke checks
         // `$user`, so that stale entry can never log this session out. The
-        // new user's entry goes before the write that binds the session (see
-        // `create_round`).
+        // new user's entry gets a round of its own before the write that
+        // binds the session: in one round, a Cluster could apply the write
+        // and lose the entry (different nodes), leaving a session the
+        // browser holds bound to the user but out of reach of logout
+        // everywhere. Binding without a regenerate is rare; a sign-in that
+        // regenerates still costs one round (`create_round`: the new ID's
+        // cookie is only issued once both commands succeeded).
         if session.user_changed
             && let Some(user) = &session.user
         {
-            cmds.push(index_command(
-                ctx,
-                user,
-                meta.deadline,
-                ctx.keys.member(id),
-                now,
-            ));
+            let index = index_command(ctx, user, meta.deadline, ctx.keys.member(id), now);
             self.indexed = Some(user.clone());
+            self.session = Some(session);
+            self.state = State::AwaitIndex { save };
+            return Next::Send(vec![index]);
         }
-        cmds.push(save_command(
-            ctx,
-            &ctx.keys.session_key(id),
-            sets,
-            deletes,
-            now,
-        ));
         self.session = Some(session);
         self.state = State::AwaitSave;
-        Next::Send(cmds)
+        Next::Send(vec![save])
     }
 
     /// Remember the sessions an index reply names as over the cap.
@@ -294,16 +296,19 @@ impl Machine for Save {
                     },
                 )
             }
+            State::AwaitIndex { save } => {
+                if let Err(e) = self.note_over_cap(replies.first()) {
+                    return Next::Finish(Err(e));
+                }
+                self.state = State::AwaitSave;
+                Next::Send(vec![save])
+            }
             State::AwaitSave => {
                 let mut session = self.take();
-                let (write_at, index_at) = write_slots(self.indexed.is_some());
-                let rev = match int("save", replies.get(write_at)) {
+                let rev = match int("save", replies.first()) {
                     Ok(n) => n,
                     Err(e) => return Next::Finish(Err(e)),
                 };
-                if let Err(e) = self.note_over_cap(replies.get(index_at)) {
-                    return Next::Finish(Err(e));
-                }
                 let outcome = match rev {
                     -1 => {
                         let mut s = Session::fresh(false, None);

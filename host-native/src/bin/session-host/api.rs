@@ -176,6 +176,7 @@ async fn load(State(app): State<App>, Body(req): Body<LoadRequest>) -> Response 
             client: req.client,
         },
         None => VectorOp::Load {
+            touch_hint: None,
             cookie: req.cookie,
             client: req.client,
         },
