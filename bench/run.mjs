@@ -31,7 +31,7 @@ const CFG = {
   connections: 16,
   warmupSeconds: 1,
   reps: 3,
-  seconds: QUICK ? 1 : 3,
+  seconds: QUICK ? 1 : 2,
   probeSeconds: 1,
   pool: 1000,
   growth: QUICK ? [1e3, 1e4] : [1e3, 1e5, 1e6],
