@@ -4,6 +4,7 @@
 // fast while Redis is down (no offline queue), reconnect when it is back.
 
 import { spawn } from 'node:child_process';
+import { before, after } from 'node:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -131,4 +132,22 @@ export function serve(app) {
       });
     });
   });
+}
+
+/**
+ * A redis-server and a connected node-redis client for one `describe`
+ * block: started in `before`, closed in `after`. Read `.redis` and `.conn`
+ * inside the tests.
+ */
+export function withNodeRedis() {
+  const ctx = { redis: undefined, conn: undefined };
+  before(async () => {
+    ctx.redis = await startRedis();
+    ctx.conn = await clients['node-redis'](ctx.redis.port);
+  });
+  after(async () => {
+    await ctx.conn?.close();
+    await ctx.redis?.close();
+  });
+  return ctx;
 }

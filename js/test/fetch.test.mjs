@@ -2,29 +2,20 @@
 // apps, against a real redis-server through node-redis: cookies, headers,
 // regeneration, sign-out, immutable responses, and Redis down as a JSON 503.
 
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { withSession } from '../lib/node.js';
 import { createHonoApp, createFetchHandler } from '../examples/fetch-hono.mjs';
 import { createApp } from '../examples/express-app.mjs';
-import { startRedis, clients, pair, serve } from '../test-support/redis.mjs';
+import { withNodeRedis, pair, serve } from '../test-support/redis.mjs';
 
 const config = { cookie: { secure: false } };
 
 describe('fetch and Hono helpers over node-redis', () => {
-  let redis;
-  let conn;
-  before(async () => {
-    redis = await startRedis();
-    conn = await clients['node-redis'](redis.port);
-  });
-  after(async () => {
-    await conn?.close();
-    await redis?.close();
-  });
+  const ctx = withNodeRedis();
 
   test('Hono: counter, sign-in regenerates, the old cookie gets no data and no cookie, sign-out removes it', async () => {
-    const app = createHonoApp({ client: conn.client, config });
+    const app = createHonoApp({ client: ctx.conn.client, config });
     const get = (cookie) => app.request('/', { headers: cookie ? { cookie } : {} });
     const first = await get();
     assert.deepEqual(await first.json(), { visits: 1, user: null });
@@ -49,7 +40,7 @@ describe('fetch and Hono helpers over node-redis', () => {
   });
 
   test('plain fetch handler: counter; an immutable response is copied, not broken', async () => {
-    const handler = createFetchHandler({ client: conn.client, config });
+    const handler = createFetchHandler({ client: ctx.conn.client, config });
     const first = await handler(new Request('http://app.test/'));
     const cookie = pair(first.headers.get('set-cookie'));
     const second = await handler(new Request('http://app.test/', { headers: { cookie } }));
@@ -58,7 +49,7 @@ describe('fetch and Hono helpers over node-redis', () => {
     const redirecting = withSession((request, session) => {
       session.set('seen', true);
       return Response.redirect('http://app.test/next', 303); // headers are immutable
-    }, { client: conn.client, config });
+    }, { client: ctx.conn.client, config });
     const r = await redirecting(new Request('http://app.test/'));
     assert.equal(r.status, 303);
     assert.equal(r.headers.get('location'), 'http://app.test/next');
@@ -67,10 +58,10 @@ describe('fetch and Hono helpers over node-redis', () => {
   });
 
   test('Redis down: a JSON 503 with a typed code from both helpers, quickly; back after a restart', async () => {
-    const app = createHonoApp({ client: conn.client, config });
-    const handler = createFetchHandler({ client: conn.client, config });
+    const app = createHonoApp({ client: ctx.conn.client, config });
+    const handler = createFetchHandler({ client: ctx.conn.client, config });
     const cookie = pair((await app.request('/')).headers.get('set-cookie'));
-    await redis.stop();
+    await ctx.redis.stop();
     try {
       for (const send of [() => app.request('/', { headers: { cookie } }), () => handler(new Request('http://app.test/'))]) {
         const started = performance.now();
@@ -80,7 +71,7 @@ describe('fetch and Hono helpers over node-redis', () => {
         assert.ok(performance.now() - started < 1500);
       }
     } finally {
-      await redis.start();
+      await ctx.redis.start();
     }
     let r;
     const deadline = Date.now() + 5000;
@@ -92,7 +83,7 @@ describe('fetch and Hono helpers over node-redis', () => {
   });
 
   test('the Express example app: sign in, profile, devices, sign out, sign out everywhere', async () => {
-    const http = await serve(createApp({ client: conn.client, cookie: { secure: false } }));
+    const http = await serve(createApp({ client: ctx.conn.client, cookie: { secure: false } }));
     const form = (body) => ({ method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body), redirect: 'manual' });
     try {
       const anon = await fetch(`${http.base}/profile`, { redirect: 'manual' });

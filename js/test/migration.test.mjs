@@ -4,14 +4,14 @@
 // and (c) session-logic's middleware (import and options swapped). The
 // same journey must give the same answers on all three.
 
-import { test, describe, before, after } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import express from 'express';
 import expressSession from 'express-session';
 import { RedisStore } from 'connect-redis';
 import sessionLogic from '../lib/express.js';
 import { SessionLogicStore } from '../lib/store.js';
-import { startRedis, clients, pair, serve } from '../test-support/redis.mjs';
+import { withNodeRedis, pair, serve } from '../test-support/redis.mjs';
 
 /** Handlers as the express-session tutorials write them (callbacks). */
 function tutorialApp(middleware) {
@@ -64,23 +64,14 @@ async function journey(base) {
 }
 
 describe('an express-session + connect-redis app switches by changing an import and its options', () => {
-  let redis;
-  let conn;
-  before(async () => {
-    redis = await startRedis();
-    conn = await clients['node-redis'](redis.port);
-  });
-  after(async () => {
-    await conn?.close();
-    await redis?.close();
-  });
+  const ctx = withNodeRedis();
 
   test('same journey, same answers', async () => {
     const secret = 'keyboard cat';
     const setups = {
-      'express-session + connect-redis': expressSession({ store: new RedisStore({ client: conn.client, prefix: 'cr:' }), secret, resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }),
-      'express-session + SessionLogicStore': expressSession({ store: new SessionLogicStore({ client: conn.client, prefix: 'sls:' }), secret, resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }),
-      'session-logic middleware': sessionLogic({ client: conn.client, secret, resave: false, saveUninitialized: false, cookie: { maxAge: 60_000, secure: false } }),
+      'express-session + connect-redis': expressSession({ store: new RedisStore({ client: ctx.conn.client, prefix: 'cr:' }), secret, resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }),
+      'express-session + SessionLogicStore': expressSession({ store: new SessionLogicStore({ client: ctx.conn.client, prefix: 'sls:' }), secret, resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }),
+      'session-logic middleware': sessionLogic({ client: ctx.conn.client, secret, resave: false, saveUninitialized: false, cookie: { maxAge: 60_000, secure: false } }),
     };
     const results = {};
     for (const [name, middleware] of Object.entries(setups)) {
