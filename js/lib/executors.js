@@ -83,17 +83,51 @@ export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) 
  * rejection is a transport failure.
  */
 export function sendCommandExecutor(send, { timeoutMs = DEFAULT_TIMEOUT_MS, binary = false, isReplyError: isReply = isReplyError } = {}) {
-  return async (round) => {
-    const pending = round.map((argv) =>
-      Promise.resolve()
-        .then(() => send(binary ? argv.map(toBuffer) : argv.map((a) => utf8.decode(a))))
-        .then(normalize, (e) => {
-          if (isReply(e)) return e;
-          throw asFailure(e);
-        }),
-    );
-    return withTimeout(Promise.all(pending), timeoutMs);
-  };
+  // One promise and one timer per round (no Promise.race/all chains): this
+  // runs on every request.
+  return (round) =>
+    new Promise((resolve, reject) => {
+      const replies = new Array(round.length);
+      let left = round.length;
+      if (left === 0) return resolve(replies);
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        reject(new TransportFailure('timeout', `redis round took over ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (i, reply) => {
+        replies[i] = reply;
+        if (--left === 0 && !settled) {
+          settled = true;
+          clearTimeout(timer);
+          resolve(replies);
+        }
+      };
+      const fail = (e) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(asFailure(e));
+      };
+      round.forEach((argv, i) => {
+        let pending;
+        try {
+          pending = send(binary ? argv.map(toBuffer) : argv.map((a) => utf8.decode(a)));
+        } catch (e) {
+          pending = Promise.reject(e);
+        }
+        Promise.resolve(pending).then(
+          (reply) => {
+            try {
+              done(i, normalize(reply));
+            } catch (e) {
+              fail(e);
+            }
+          },
+          (e) => (isReply(e) ? done(i, e) : fail(e)),
+        );
+      });
+    });
 }
 
 /** Redis error replies as node-redis (ErrorReply) and ioredis (ReplyError) raise them. */

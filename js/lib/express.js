@@ -13,6 +13,7 @@
 // ones whose meaning we cannot keep are refused at start-up with the reason
 // (see `refuse` below and the README).
 
+import { IncomingMessage, ServerResponse } from 'node:http';
 import { Engine, Sessions, createEngine, executorFor } from './node.js';
 import { Handle, sessionError } from './handle.js';
 
@@ -116,7 +117,7 @@ export function session(options = {}) {
         const handle = new Handle(sessions, outcome.session);
         const view = new RequestSession(handle, sessions.engine, req);
         req.session = view;
-        Object.defineProperty(req, 'sessionID', { configurable: true, enumerable: true, get: () => req.session?.id });
+        defineSessionID(req);
         deferHeaders(res, () => finish(req, res, handle, view, unset), (err) => {
           handle.close();
           next(err);
@@ -129,6 +130,32 @@ export function session(options = {}) {
       },
     );
   };
+}
+
+/** Requests whose prototype carries the `sessionID` getter. */
+const SESSION_ID_ON = new WeakSet();
+
+/**
+ * `req.sessionID`, read live from `req.session`. On Express requests the
+ * getter goes on the app's request prototype once (as the response hooks
+ * do), so requests keep one shape; elsewhere it is an own accessor.
+ */
+function defineSessionID(req) {
+  const proto = Object.getPrototypeOf(req);
+  if (proto !== IncomingMessage.prototype && !Object.hasOwn(req, 'sessionID')) {
+    if (!SESSION_ID_ON.has(proto)) {
+      Object.defineProperty(proto, 'sessionID', {
+        configurable: true,
+        enumerable: true,
+        get() {
+          return this.session?.id;
+        },
+      });
+      SESSION_ID_ON.add(proto);
+    }
+    return;
+  }
+  Object.defineProperty(req, 'sessionID', { configurable: true, enumerable: true, get: () => req.session?.id });
 }
 
 /** express-session exports the middleware as its default; so do we. */
@@ -171,39 +198,90 @@ function vary(res) {
  * `before()` fails, the held calls are dropped and `failed(err)` answers
  * instead (Express's error handler). A stream piping into the response
  * sees `write` return true while held: the hold lasts one Redis round.
+ *
+ * On this hot path the hooks live on the app's response prototype (Express
+ * gives every response `app.response` as its prototype), installed once:
+ * a response only gets a small state object, instead of four closures and
+ * own methods that change its shape. A response whose methods are already
+ * wrapped by an earlier middleware, or that is not an Express response,
+ * gets its own wrappers as before.
  */
+const HOOKED = ['writeHead', 'write', 'end', 'flushHeaders'];
+const HOLD = Symbol('session-logic.hold');
+/** Prototype → the methods its hooks delegate to. */
+const BASES = new WeakMap();
+
+function hookPrototype(proto) {
+  let bases = BASES.get(proto);
+  if (bases) return bases;
+  bases = {};
+  for (const name of HOOKED) {
+    const base = proto[name];
+    bases[name] = base;
+    Object.defineProperty(proto, name, {
+      configurable: true,
+      writable: true,
+      value: function heldByPrototype(...args) {
+        const h = this[HOLD];
+        if (h === undefined || h.state === 'done') return base.apply(this, args);
+        return hold(this, h, name, args);
+      },
+    });
+  }
+  BASES.set(proto, bases);
+  return bases;
+}
+
+function hold(res, h, name, args) {
+  h.held.push(name, args);
+  if (h.state === 'open') {
+    h.state = 'holding';
+    Promise.resolve()
+      .then(h.before)
+      .then(
+        () => {
+          h.restore(res);
+          h.state = 'done';
+          const held = h.held;
+          h.held = [];
+          for (let i = 0; i < held.length; i += 2) h.original[held[i]].apply(res, held[i + 1]);
+        },
+        (err) => {
+          h.restore(res);
+          h.state = 'done';
+          h.held = [];
+          vary(res);
+          h.failed(err);
+        },
+      );
+  }
+  return name === 'write' ? true : res;
+}
+
+const noRestore = () => {};
+
 function deferHeaders(res, before, failed) {
-  const names = ['writeHead', 'write', 'end', 'flushHeaders'];
-  const original = Object.fromEntries(names.map((n) => [n, res[n]]));
-  let state = 'open';
-  const held = [];
-  const restore = () => {
-    for (const n of names) res[n] = original[n];
+  const proto = Object.getPrototypeOf(res);
+  const shared = proto !== ServerResponse.prototype && HOOKED.every((n) => !Object.hasOwn(res, n));
+  if (shared) {
+    res[HOLD] = { state: 'open', held: [], before, failed, original: hookPrototype(proto), restore: noRestore };
+    return;
+  }
+  const original = { writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders };
+  const h = {
+    state: 'open',
+    held: [],
+    before,
+    failed,
+    original,
+    restore: (r) => {
+      for (const n of HOOKED) r[n] = original[n];
+    },
   };
-  for (const name of names) {
+  for (const name of HOOKED) {
     res[name] = function held_(...args) {
-      if (state === 'done') return original[name].apply(res, args);
-      held.push([name, args]);
-      if (state === 'open') {
-        state = 'holding';
-        Promise.resolve()
-          .then(before)
-          .then(
-            () => {
-              restore();
-              state = 'done';
-              for (const [n, a] of held.splice(0)) original[n].apply(res, a);
-            },
-            (err) => {
-              restore();
-              state = 'done';
-              held.length = 0;
-              vary(res);
-              failed(err);
-            },
-          );
-      }
-      return name === 'write' ? true : res;
+      if (h.state === 'done') return original[name].apply(res, args);
+      return hold(res, h, name, args);
     };
   }
 }

@@ -166,6 +166,18 @@ fn reply_from_js(value: &JsValue, depth: usize) -> Result<Reply, Error> {
     if depth > MAX_DEPTH {
         return Err(usage(format!("reply nested deeper than {MAX_DEPTH}")));
     }
+    // The common shapes first (every check is a call out of the module):
+    // bulk strings, then arrays of them.
+    if let Some(bytes) = bytes_from_js(value) {
+        return Ok(Reply::Bulk(bytes));
+    }
+    if let Some(items) = value.dyn_ref::<Array>() {
+        return items
+            .iter()
+            .map(|item| reply_from_js(&item, depth + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Reply::Array);
+    }
     if value.is_null() || value.is_undefined() {
         return Ok(Reply::Nil);
     }
@@ -184,16 +196,6 @@ fn reply_from_js(value: &JsValue, depth: usize) -> Result<Reply, Error> {
         return i64::try_from(value.clone())
             .map(Reply::Int)
             .map_err(|_| usage("bigint reply does not fit in 64 bits".into()));
-    }
-    if let Some(bytes) = bytes_from_js(value) {
-        return Ok(Reply::Bulk(bytes));
-    }
-    if let Some(items) = value.dyn_ref::<Array>() {
-        return items
-            .iter()
-            .map(|item| reply_from_js(&item, depth + 1))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Reply::Array);
     }
     if let Some(err) = value.dyn_ref::<js_sys::Error>() {
         return Ok(Reply::Error(String::from(err.message())));
