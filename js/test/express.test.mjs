@@ -405,3 +405,54 @@ describe('Express middleware options', () => {
     }
   });
 });
+
+test('responses already wrapped by an earlier middleware, and plain Node responses, are held too', async () => {
+  const { memoryExecutor } = await import('../lib/node.js');
+  const { createServer } = await import('node:http');
+  const mw = session({ executor: memoryExecutor(), cookie: { secure: false } });
+  // An earlier middleware that wraps res.end as its own property (as
+  // compression-style middleware do): our hook must wrap that wrapper.
+  const wrapped = express();
+  wrapped.use((req, res, next) => {
+    const end = res.end;
+    res.end = function wrappedEnd(...args) {
+      res.setHeader('X-Wrapped', 'yes');
+      return end.apply(this, args);
+    };
+    next();
+  });
+  wrapped.use(mw);
+  wrapped.get('/set', (req, res) => {
+    req.session.n = 1;
+    res.end('ok');
+  });
+  wrapped.get('/get', (req, res) => res.json({ n: req.session.n ?? null, id: req.sessionID === req.session.id }));
+  // No Express at all: a plain Node server calling the middleware.
+  const plain = {
+    listen: (port, host, cb) =>
+      createServer((req, res) =>
+        mw(req, res, () => {
+          req.session.n = 2;
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.end(String(typeof req.sessionID));
+        }),
+      ).listen(port, host, cb),
+  };
+  for (const [name, target, expected] of [['wrapped', wrapped, 1], ['plain', plain, 2]]) {
+    const http = await serve(target);
+    try {
+      const r = await fetch(`${http.base}/set`);
+      const set = r.headers.get('set-cookie');
+      assert.ok(set?.startsWith('sid='), `${name}: the save finished before the headers went out`);
+      if (name === 'wrapped') {
+        assert.equal(r.headers.get('x-wrapped'), 'yes');
+        const g = await (await fetch(`${http.base}/get`, { headers: { cookie: pair(set) } })).json();
+        assert.deepEqual(g, { n: expected, id: true });
+      } else {
+        assert.equal(await r.text(), 'undefined', 'sessionID before the first save');
+      }
+    } finally {
+      await http.close();
+    }
+  }
+});
