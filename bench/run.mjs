@@ -204,10 +204,6 @@ async function runCase(redis, app, cookies, c) {
   const cookieFile = path.join(tmp, `cookies-${c.id}.txt`);
   writeFileSync(cookieFile, cookies.join('\n') + '\n');
   const load = { base: app.base, method: c.method, route: c.route, mode: c.mode, cookieFile };
-  if (c.mode === 'consume') {
-    // Sign-ins consume sessions: fresh cookies for each run.
-    load.cookieFile = cookieFile;
-  }
   wrk({ ...load, seconds: CFG.warmupSeconds, connections: CFG.connections });
   const reps = [];
   for (let i = 0; i < CFG.reps; i++) {
@@ -266,8 +262,6 @@ const SUITES = [
   {
     name: 'Express 5 (node-redis)',
     key: 'express',
-    ours: 'ours',
-    floor: 'floor',
     contenders: [
       { id: 'ours', name: 'session-logic middleware', start: node('ours') },
       { id: 'express-session', name: 'express-session + connect-redis', start: node('express-session') },
@@ -278,8 +272,6 @@ const SUITES = [
   {
     name: 'axum',
     key: 'axum',
-    ours: 'ours',
-    floor: 'floor',
     contenders: [
       { id: 'ours', name: 'session-logic layer', start: axum('ours') },
       { id: 'tower', name: 'tower-sessions + RedisStore (defaults)', start: axum('tower') },
@@ -450,15 +442,15 @@ function report({ suites, rules, growth, meta, started }) {
     w(`## ${suite.name}`);
     w();
     for (const c of CASES) {
-      const ours = res[suite.ours][c.id];
-      const floor = res[suite.floor][c.id];
+      const ours = res.ours[c.id];
+      const floor = res.floor[c.id];
       w(`### ${c.title}`);
       w();
       w('| contender | req/s | p50 ms | p99 ms | Redis cmds/req (executed) | cmds sent/req | round trips/req | Redis CPU µs/req | req/s vs ours | req/s vs floor |');
       w('|---|---|---|---|---|---|---|---|---|---|');
       for (const contender of suite.contenders) {
         const x = res[contender.id][c.id];
-        w(`| ${contender.name} | ${range(x.rps)} | ${range(x.p50, 2)} | ${range(x.p99, 2)} | ${f(x.commands, 2)} | ${f(x.sent, 2)} | ${f(x.rounds, 2)} | ${range(x.cpuUs, 1)} | ${contender.id === suite.ours ? '1.00×' : `ours ${ratio(ours.rps.median, x.rps.median)}`} | ${ratio(x.rps.median, floor.rps.median)} |`);
+        w(`| ${contender.name} | ${range(x.rps)} | ${range(x.p50, 2)} | ${range(x.p99, 2)} | ${f(x.commands, 2)} | ${f(x.sent, 2)} | ${f(x.rounds, 2)} | ${range(x.cpuUs, 1)} | ${contender.id === 'ours' ? '1.00×' : `ours ${ratio(ours.rps.median, x.rps.median)}`} | ${ratio(x.rps.median, floor.rps.median)} |`);
       }
       w();
     }

@@ -9,14 +9,13 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Object};
 use session_logic::error::ConfigError;
 use session_logic::outcome::{Absent, Device};
 use session_logic::step::{BackendFailure, Step};
-use session_logic::{Config, Outcome, UnixMillis, UserId};
+use session_logic::{Config, Outcome, TouchHints, UnixMillis, UserId};
 use wasm_bindgen::prelude::*;
 
 use crate::convert::{
@@ -41,12 +40,9 @@ pub struct Engine {
     hints: Hints,
 }
 
-/// Session key → last seen `$touch`, shared with the load ops that fill it.
-/// Bounded: emptied when full (wasm is single-threaded, hence `Rc`).
-type Hints = Rc<RefCell<HashMap<String, UnixMillis>>>;
-
-/// Hints kept per engine before the map is emptied.
-const HINT_CAPACITY: usize = 100_000;
+/// The core's bounded hint map, shared with the load ops that fill it
+/// (wasm is single-threaded, hence `Rc`).
+type Hints = Rc<RefCell<TouchHints>>;
 
 #[wasm_bindgen]
 impl Engine {
@@ -127,9 +123,7 @@ impl Engine {
     ) -> JsResult<Op> {
         let now = now_from(now).map_err(err)?;
         let key = self.inner.session_key_for(cookie_header.as_deref());
-        let hint = key
-            .as_deref()
-            .and_then(|k| self.hints.borrow().get(k).copied());
+        let hint = key.as_deref().and_then(|k| self.hints.borrow().get(k));
         let op = self
             .inner
             .load_hinted(cookie_header.as_deref(), client.as_deref(), now, hint);
@@ -289,22 +283,8 @@ impl Op {
     /// Remember a loaded session's `$touch` under its key; forget the key
     /// on any other outcome.
     fn observe(&mut self, outcome: &Outcome) {
-        let Some((key, hints)) = self.observe.take() else {
-            return;
-        };
-        let mut map = hints.borrow_mut();
-        match outcome {
-            Outcome::Loaded(s) => {
-                if let Some(meta) = s.meta() {
-                    if map.len() >= HINT_CAPACITY && !map.contains_key(&key) {
-                        map.clear();
-                    }
-                    map.insert(key, meta.touch);
-                }
-            }
-            _ => {
-                map.remove(&key);
-            }
+        if let Some((key, hints)) = self.observe.take() {
+            hints.borrow_mut().observe(key, outcome);
         }
     }
 }
