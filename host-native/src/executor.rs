@@ -44,7 +44,7 @@ impl std::fmt::Debug for dyn Backend {
 /// replies (or the failure), until done.
 pub async fn drive(mut op: Op, backend: &dyn Backend) -> Result<Outcome, Error> {
     loop {
-        match op.poll() {
+        match op.poll_owned() {
             Step::Done(result) => return result,
             Step::Round(round) => match backend.execute(&round).await {
                 Ok(replies) => op.handle_replies(replies),

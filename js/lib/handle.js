@@ -5,17 +5,9 @@
 // Every decision is the core's: this file only picks which operation to run
 // and keeps the session the core returned.
 
-import { isSessionError } from './host.js';
+import { isSessionError, sessionError } from './errors.js';
 
-/** An error in the core's shape, for misuse the JS side detects first. */
-export function sessionError(code, status, message) {
-  const e = new Error(message);
-  e.name = 'SessionError';
-  e.code = code;
-  e.status = status;
-  e.detail = { kind: code };
-  return e;
-}
+export { sessionError };
 
 export class Handle {
   /** `sessions`: a `Sessions`; `core`: the session the load returned. */

@@ -5,8 +5,10 @@
 // top of `Sessions` later; nothing here knows about HTTP.
 
 import { Engine, Memory, Session } from '../pkg/session_logic.js';
+import { isSessionError } from './errors.js';
+import { packReplies, unpackRound } from './wire.js';
 
-export { Engine, Memory, Session };
+export { Engine, Memory, Session, isSessionError, packReplies, unpackRound };
 
 /**
  * A transport failure an executor could not turn into replies (timeout,
@@ -21,10 +23,6 @@ export class TransportFailure extends Error {
   }
 }
 
-/** Is `e` a SessionError thrown by the core (code, status, message, detail)? */
-export function isSessionError(e) {
-  return e instanceof Error && e.name === 'SessionError' && typeof e.code === 'string';
-}
 
 /** 32 bytes from the platform CSPRNG (Node 20+, browsers, edge runtimes). */
 export function entropy() {
@@ -47,30 +45,31 @@ export function createEngine(config = {}) {
 
 /**
  * Drive one operation to its outcome: send each round through `execute`
- * (one pipeline per round), feed the replies back, repeat. An executor that
- * throws reports a transport failure; the core decides what it means.
- * Resolves with the outcome, rejects with a SessionError. Frees the op.
+ * (one pipeline per round), feed the replies back, repeat. A round leaves
+ * the module and its replies enter it as one packed buffer each (see
+ * wire.js); executors still see argv arrays and answer plain replies. An
+ * executor that throws reports a transport failure; the core decides what
+ * it means. Resolves with the outcome, rejects with a SessionError. Frees
+ * the op.
  */
 export async function runOp(op, execute) {
   try {
-    let step = op.next();
-    for (;;) {
-      if (step.round !== undefined) {
-        let replies;
-        try {
-          replies = await execute(step.round);
-        } catch (e) {
-          op.fail(failureKind(e), String(e?.message ?? e));
-          step = op.next();
-          continue;
-        }
-        step = op.next(replies);
-      } else if (step.error !== undefined) {
-        throw step.error;
-      } else {
-        return step.outcome;
+    let step = op.step();
+    while (typeof step !== 'string') {
+      let replies;
+      try {
+        replies = await execute(unpackRound(step));
+      } catch (e) {
+        op.fail(failureKind(e), String(e?.message ?? e));
+        step = op.step();
+        continue;
       }
+      step = op.step(packReplies(replies));
     }
+    // Done: the outcome as JSON text, its session handed over apart.
+    const outcome = JSON.parse(step);
+    if (outcome.session === true) outcome.session = op.takeSession();
+    return outcome;
   } finally {
     op.free();
   }

@@ -11,15 +11,17 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Array, Object};
+use js_sys::Object;
+use session_logic::conformance::STEP_ROUND;
 use session_logic::error::ConfigError;
 use session_logic::outcome::{Absent, Device};
 use session_logic::step::{BackendFailure, Step};
-use session_logic::{Config, Outcome, TouchHints, UnixMillis, UserId};
+use session_logic::{Config, Outcome, TouchHints, UnixMillis, UserId, wire};
 use wasm_bindgen::prelude::*;
 
 use crate::convert::{
     entropy_from, js_error, js_to_json, json_to_js, now_from, replies_from_js, round_to_js, set,
+    usage,
 };
 use crate::session::Session;
 
@@ -122,14 +124,17 @@ impl Engine {
         now: f64,
     ) -> JsResult<Op> {
         let now = now_from(now).map_err(err)?;
-        let key = self.inner.session_key_for(cookie_header.as_deref());
-        let hint = key.as_deref().and_then(|k| self.hints.borrow().get(k));
-        let op = self
-            .inner
-            .load_hinted(cookie_header.as_deref(), client.as_deref(), now, hint);
+        let (op, key) = self.inner.load_with_hints(
+            cookie_header.as_deref(),
+            client.as_deref(),
+            now,
+            &self.hints.borrow(),
+        );
         Ok(Op {
             inner: op,
             observe: key.map(|k| (k, Rc::clone(&self.hints))),
+            sent: false,
+            session: None,
         })
     }
 
@@ -270,6 +275,10 @@ pub struct Op {
     inner: session_logic::Op,
     /// A load's key and the hints its outcome updates.
     observe: Option<(String, Hints)>,
+    /// `step` handed out a round whose replies are due.
+    sent: bool,
+    /// The finished outcome's session, until `takeSession` hands it over.
+    session: Option<session_logic::Session>,
 }
 
 impl Op {
@@ -277,6 +286,8 @@ impl Op {
         Op {
             inner,
             observe: None,
+            sent: false,
+            session: None,
         }
     }
 
@@ -311,10 +322,62 @@ impl Op {
         Ok(step)
     }
 
+    /// The session of the outcome `step` answered (`"session": true` in its
+    /// JSON), handed over once; `undefined` otherwise.
+    #[wasm_bindgen(js_name = takeSession)]
+    pub fn take_session(&mut self) -> Option<Session> {
+        self.session.take().map(Session::from_core)
+    }
+
+    /// The hot path, one buffer each way (`session_logic::wire`): feed the
+    /// last round's replies packed (omit them for the first call) and get
+    /// either the next round, packed, as a `Uint8Array` (`[0, …round]`), or,
+    /// once the operation is done, its outcome as JSON text (`{kind, …}`,
+    /// the shape `next` gives, with `"session": true` standing for the
+    /// session `takeSession()` hands over). A failed operation throws its
+    /// `SessionError`; a replies buffer that does not decode throws a
+    /// `usage` error.
+    pub fn step(&mut self, replies: Option<Vec<u8>>) -> JsResult<JsValue> {
+        match replies {
+            Some(bytes) => {
+                let replies = wire::decode_replies(&bytes).map_err(err)?;
+                self.inner.handle_replies(replies);
+            }
+            None if self.sent => {
+                return Err(err(usage(
+                    "step() without replies while a round is out: pass its replies, or call fail()"
+                        .into(),
+                )));
+            }
+            None => {}
+        }
+        match self.inner.poll_owned() {
+            Step::Round(round) => {
+                self.sent = true;
+                let mut out = Vec::with_capacity(256);
+                out.push(STEP_ROUND);
+                wire::encode_round(&round, &mut out);
+                Ok(js_sys::Uint8Array::from(out.as_slice()).into())
+            }
+            Step::Done(Ok(outcome)) => {
+                self.sent = false;
+                self.observe(&outcome);
+                let text = outcome_json(&outcome);
+                self.session = outcome.into_session();
+                Ok(JsValue::from_str(&text))
+            }
+            Step::Done(Err(e)) => {
+                self.sent = false;
+                Err(js_error(&e))
+            }
+        }
+    }
+
     /// The round could not complete: `kind` is `"timeout"`, `"unavailable"`
     /// or anything else (reported as `other`), `detail` what the client said.
     /// The next `next()` answers the typed backend error.
     pub fn fail(&mut self, kind: &str, detail: Option<String>) {
+        self.sent = false;
         let detail = detail.unwrap_or_default();
         self.inner.handle_failure(match kind {
             "timeout" => BackendFailure::Timeout,
@@ -325,33 +388,58 @@ impl Op {
 }
 
 /// `{kind, …}`: the outcome with its session as a `Session` object.
-fn outcome_to_js(outcome: Outcome) -> Object {
-    let obj = Object::new();
-    set(&obj, "kind", &JsValue::from_str(outcome.name()));
-    let cookie = |c: Option<String>| c.map_or(JsValue::NULL, |c| JsValue::from_str(&c));
-    match outcome {
-        Outcome::Loaded(s) | Outcome::Expired(s) | Outcome::Rotated(s) => {
-            set(&obj, "session", &Session::from_core(s).into());
-        }
-        Outcome::None { reason, session } => {
-            set(&obj, "reason", &JsValue::from_str(absent_name(reason)));
-            set(&obj, "session", &Session::from_core(session).into());
-        }
-        Outcome::Saved { session, cookie: c } => {
-            set(&obj, "session", &Session::from_core(session).into());
-            set(&obj, "cookie", &cookie(c));
-        }
-        Outcome::Gone { cookie: c } => set(&obj, "cookie", &cookie(c)),
-        Outcome::Destroyed { cookie: c, count } => {
-            set(&obj, "cookie", &cookie(c));
-            set(&obj, "count", &millis(UnixMillis(count)));
-        }
-        Outcome::Devices(devices) => {
-            let list: Array = devices.iter().map(device_to_js).collect();
-            set(&obj, "devices", &list);
-        }
+fn outcome_to_js(outcome: Outcome) -> JsValue {
+    let obj = js_sys::JSON::parse(&outcome_json(&outcome)).unwrap_or_else(|_| Object::new().into());
+    if let Some(session) = outcome.into_session() {
+        set(
+            obj.unchecked_ref(),
+            "session",
+            &Session::from_core(session).into(),
+        );
     }
     obj
+}
+
+/// The outcome as JSON text, its session as `true` (hosts take the session
+/// object separately): `kind`; `reason` for `none`; `cookie` (string or
+/// null) for `saved`, `gone` and `destroyed`; `count` for `destroyed`;
+/// `devices` (`handle`, `created`, `lastSeen`, `expiresAt`, `authAt`,
+/// `current`) for `devices`.
+fn outcome_json(outcome: &Outcome) -> String {
+    use serde_json::{Value, json};
+    let ms = |t: UnixMillis| Value::from(t.0);
+    let value = match outcome {
+        Outcome::Loaded(_) | Outcome::Expired(_) | Outcome::Rotated(_) => {
+            json!({ "kind": outcome.name(), "session": true })
+        }
+        Outcome::None { reason, .. } => {
+            json!({ "kind": "none", "reason": absent_name(*reason), "session": true })
+        }
+        Outcome::Saved { cookie, .. } => {
+            json!({ "kind": "saved", "session": true, "cookie": cookie })
+        }
+        Outcome::Gone { cookie } => json!({ "kind": "gone", "cookie": cookie }),
+        Outcome::Destroyed { cookie, count } => {
+            json!({ "kind": "destroyed", "cookie": cookie, "count": count })
+        }
+        Outcome::Devices(devices) => {
+            let list: Vec<Value> = devices
+                .iter()
+                .map(|d: &Device| {
+                    json!({
+                        "handle": d.handle,
+                        "created": ms(d.created),
+                        "lastSeen": ms(d.last_seen),
+                        "expiresAt": ms(d.expires_at),
+                        "authAt": d.auth_at.map_or(Value::Null, ms),
+                        "current": d.current,
+                    })
+                })
+                .collect();
+            json!({ "kind": "devices", "devices": list })
+        }
+    };
+    value.to_string()
 }
 
 fn absent_name(reason: Absent) -> &'static str {
@@ -361,22 +449,4 @@ fn absent_name(reason: Absent) -> &'static str {
         Absent::Unknown => "unknown",
         Absent::BindingMismatch => "binding_mismatch",
     }
-}
-
-fn device_to_js(d: &Device) -> JsValue {
-    let obj = Object::new();
-    set(&obj, "handle", &JsValue::from_str(&d.handle));
-    set(&obj, "created", &millis(d.created));
-    set(&obj, "lastSeen", &millis(d.last_seen));
-    set(&obj, "expiresAt", &millis(d.expires_at));
-    set(&obj, "authAt", &d.auth_at.map_or(JsValue::NULL, millis));
-    set(&obj, "current", &JsValue::from_bool(d.current));
-    obj.into()
-}
-
-/// Unix ms (and counts) as a JS number: exact below 2^53, which unix ms stay
-/// under for the next 285,000 years.
-fn millis(t: UnixMillis) -> JsValue {
-    #[allow(clippy::cast_precision_loss)]
-    JsValue::from_f64(t.0 as f64)
 }

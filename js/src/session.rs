@@ -8,7 +8,7 @@ use session_logic::UserId;
 use session_logic::session::Status;
 use wasm_bindgen::prelude::*;
 
-use crate::convert::{input, js_error, js_to_json, json_to_js, now_from, set};
+use crate::convert::{input, js_error, js_to_json, json_to_js, now_from};
 
 /// A session: data plus the changes this request made to it.
 #[wasm_bindgen]
@@ -125,13 +125,31 @@ impl Session {
             .collect()
     }
 
-    /// All data as a plain object (a copy).
-    pub fn data(&self) -> Object {
-        let obj = Object::new();
-        for (k, v) in self.inner.data() {
-            set(&obj, k, &json_to_js(v));
-        }
-        obj
+    /// All data as a plain object (a copy), in one `JSON.parse`.
+    pub fn data(&self) -> JsValue {
+        serde_json::to_string(self.inner.data())
+            .ok()
+            .and_then(|text| js_sys::JSON::parse(&text).ok())
+            .unwrap_or_else(|| Object::new().into())
+    }
+
+    /// All data as JSON text (`{"key": value, …}`, keys sorted): what a
+    /// host parses once, and compares against to find changed keys.
+    #[wasm_bindgen(js_name = dataJson)]
+    pub fn data_json(&self) -> String {
+        serde_json::to_string(self.inner.data()).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// `set` with the value as JSON text (a host that already serialized it
+    /// to detect the change saves a second serialization).
+    #[wasm_bindgen(js_name = setJson)]
+    pub fn set_json(&mut self, key: &str, json: &str) -> Result<(), JsValue> {
+        let value = serde_json::from_str(json)
+            .map_err(|e| js_error(&input("session value", format!("is not JSON: {e}"))))?;
+        self.inner
+            .insert(key, value)
+            .map(|_| ())
+            .map_err(|e| js_error(&e.into()))
     }
 
     /// Bind a user at sign-in (records `authAt = now` and indexes the session

@@ -1,7 +1,9 @@
 // Every conformance vector in tests/vectors/ replayed through the
 // wasm-bindgen build and the public JS API (Engine, Op.next/fail, Session
 // import/export): the rounds and the outcome must equal what the native core
-// wrote, byte for byte. The same check js/test-abi/ makes for the C-ABI
+// wrote, byte for byte. Each vector runs twice: through `op.next` (JS values
+// each way) and through the packed hot path `runOp` takes (`op.step` with
+// wire.js packing the replies and unpacking the rounds). The same check js/test-abi/ makes for the C-ABI
 // module, here through the bindings a JS app actually uses.
 
 import { test } from 'node:test';
@@ -9,7 +11,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Engine, Session } from '../lib/node.js';
+import { Engine, Session, packReplies, unpackRound } from '../lib/node.js';
 
 const workspace = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const vectorsDir = process.env.SESSION_LOGIC_VECTORS || path.join(workspace, 'tests', 'vectors');
@@ -130,6 +132,40 @@ function replay(input) {
   return { rounds, outcome: null };
 }
 
+/** The same replay through `op.step`, one packed buffer each way. */
+function replayPacked(input) {
+  const rounds = [];
+  let op;
+  try {
+    op = startOp(input);
+  } catch (e) {
+    return { rounds, outcome: errorToSerde(e) };
+  }
+  try {
+    let step = op.step();
+    for (let i = 0; i < 64; i++) {
+      if (typeof step === 'string') {
+        const outcome = JSON.parse(step);
+        if (outcome.session === true) outcome.session = op.takeSession();
+        return { rounds, outcome: { ok: outcomeToSerde(outcome) } };
+      }
+      rounds.push(unpackRound(step).map((argv) => argv.map((a) => argFromJs(new Uint8Array(a)))));
+      if (input.failure && input.failure.round === i) {
+        const { kind, detail } = input.failure.failure;
+        op.fail(kind, detail ?? null);
+        step = op.step();
+        continue;
+      }
+      const replies = input.replies?.[i];
+      if (!replies) return { rounds, outcome: null };
+      step = op.step(packReplies(replies.map(replyToJs)));
+    }
+  } catch (e) {
+    return { rounds, outcome: errorToSerde(e) };
+  }
+  return { rounds, outcome: null };
+}
+
 const files = readdirSync(vectorsDir).filter((f) => f.endsWith('.json')).sort();
 
 test('the vectors are there', () => {
@@ -140,5 +176,6 @@ for (const file of files) {
   const v = JSON.parse(readFileSync(path.join(vectorsDir, file), 'utf8'));
   test(`vector ${v.name ?? file}`, () => {
     assert.deepStrictEqual(replay(v.input), v.expect);
+    assert.deepStrictEqual(replayPacked(v.input), v.expect, 'packed path');
   });
 }

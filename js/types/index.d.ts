@@ -70,6 +70,10 @@ export class Session {
   clear(): void;
   keys(): string[];
   data(): Record<string, JsonValue>;
+  /** All data as JSON text (keys sorted), in one call. */
+  dataJson(): string;
+  /** `set` with the value already as JSON text. */
+  setJson(key: string, json: string): void;
   setUser(user: string, now: number): void;
   clearUser(): void;
   /** The core's serialized state (contains the ID: never log it). */
@@ -104,6 +108,14 @@ export type Step = { round: Round } | { outcome: Outcome } | { error: SessionErr
 export class Op {
   private constructor();
   next(replies?: Reply[]): Step;
+  /**
+   * The packed hot path: replies in as one buffer (`packReplies`), and out
+   * either the next round as one buffer (`unpackRound`) or, when done, the
+   * outcome as JSON text with `"session": true` for the session that
+   * `takeSession()` hands over. Throws the SessionError of a failed op.
+   */
+  step(replies?: Uint8Array): Uint8Array | string;
+  takeSession(): Session | undefined;
   fail(kind: 'timeout' | 'unavailable' | 'other', detail?: string | null): void;
   free(): void;
 }
@@ -160,6 +172,10 @@ export function isSessionError(e: unknown): e is SessionError;
 export function entropy(): Uint8Array;
 /** An Engine with a random `log_key` when none is configured. */
 export function createEngine(config?: object | string): Engine;
+/** One round's replies packed for `Op.step` (a view on a shared scratch buffer: pass it on at once). */
+export function packReplies(replies: Reply[]): Uint8Array;
+/** A packed round from `Op.step` as argv arrays. */
+export function unpackRound(bytes: Uint8Array, offset?: number): Uint8Array[][];
 /** Drive one op to its outcome; rejects with a SessionError. Frees the op. */
 export function runOp(op: Op, execute: Executor): Promise<Outcome>;
 

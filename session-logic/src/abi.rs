@@ -23,7 +23,21 @@
 //! | `sl_dealloc(ptr, len)` | `(i32, i32) -> ()` | frees a buffer returned by `sl_alloc(len)` or by `sl_run` (with exactly that `len`). `ptr == 0` is a no-op. |
 //! | `sl_run(ptr, len)` | `(i32, i32) -> i64` | runs one conformance-vector input: reads the `len` bytes at `ptr` (the JSON `input` object of a vector), calls [`crate::conformance::run_json`], and returns the output buffer packed as `(out_ptr << 32) \| out_len` (both unsigned 32-bit). The input is **not** freed; the host frees it. |
 //!
-//! A host call sequence is therefore:
+//! | `sl_configure(ptr, len)` | `(i32, i32) -> i64` | configures this instance's engine from config JSON; the output is `{"ok":true}` or `{"error":…}`. Call it once per instance before `sl_start`. |
+//! | `sl_start(ptr, len)` | `(i32, i32) -> i64` | starts an operation from `{now, entropy, op}` JSON (`op` as in a vector); the output is a `u32` op number (LE, 0 when the op finished at once) followed by a *step*. |
+//! | `sl_step(op, ptr, len)` | `(i32, i32, i32) -> i64` | feeds op `op` the replies of its last round in the packed form of [`crate::wire`]; the output is its next step. |
+//! | `sl_fail(op, ptr, len)` | `(i32, i32, i32) -> i64` | the round could not complete: `ptr..len` is a `BackendFailure` as JSON (`{"kind":"timeout"}`); the output is the next step (the typed backend error). |
+//! | `sl_drop(op)` | `(i32) -> ()` | forgets an op the host gives up on (a finished op is forgotten by itself). |
+//!
+//! A step is `0x00` followed by the packed round to send, or `0x01`
+//! followed by `{"ok": outcome}` / `{"error": …}` JSON: see
+//! [`crate::conformance::Driver`], which these five wrap. That is the hot
+//! path (`session-host --engine wasm`): one buffer each way per round, the
+//! engine built once per instance. `sl_run` replays a whole vector per call
+//! and stays for the conformance runners. Inputs are never freed by the
+//! module; every output buffer is the host's to `sl_dealloc`.
+//!
+//! A host call sequence for `sl_run` is therefore:
 //!
 //! ```text
 //! in_ptr = sl_alloc(n)            // 0 => out of memory
@@ -70,7 +84,17 @@
 // not change the wasm signature.
 #![allow(unsafe_code)]
 
+use core::cell::RefCell;
 use core::ptr;
+
+use crate::conformance::Driver;
+
+std::thread_local! {
+    /// The instance's engine and its ops in flight. A wasm instance is
+    /// single-threaded and no export calls another, so the `RefCell` is
+    /// never borrowed twice.
+    static DRIVER: RefCell<Driver> = RefCell::new(Driver::default());
+}
 
 /// Leak a boxed slice and return its address, or 0 when the address does not
 /// fit the 32-bit ABI (only possible natively), in which case it is freed.
@@ -139,16 +163,14 @@ pub(crate) unsafe extern "C" fn sl_dealloc(ptr: u32, len: u32) {
     drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(data, len)) });
 }
 
-/// Run one conformance-vector input (JSON bytes at `ptr..ptr+len`) and return
-/// the output buffer as `(out_ptr << 32) | out_len`. The input is not freed.
+/// The input bytes at `ptr..ptr+len`; empty for a null or empty buffer.
 ///
 /// # Safety
 ///
 /// `(ptr, len)` must be a live buffer returned by `sl_alloc(len)` (module
-/// docs, host rule 1). `len == 0` is always allowed and reads nothing.
-#[unsafe(no_mangle)]
-pub(crate) unsafe extern "C" fn sl_run(ptr: u32, len: u32) -> u64 {
-    let input: &[u8] = match (usize::try_from(ptr), usize::try_from(len)) {
+/// docs, host rule 1), not freed while the slice lives.
+unsafe fn input<'a>(ptr: u32, len: u32) -> &'a [u8] {
+    match (usize::try_from(ptr), usize::try_from(len)) {
         (Ok(addr), Ok(len)) if addr != 0 && len != 0 => {
             let data: *const u8 = ptr::with_exposed_provenance(addr);
             // SAFETY: by the caller's contract `ptr` is the data pointer of a
@@ -158,14 +180,18 @@ pub(crate) unsafe extern "C" fn sl_run(ptr: u32, len: u32) -> u64 {
             // `len <= isize::MAX` because it was a valid allocation, and
             // nothing else accesses the buffer while this borrow lives: the
             // instance is single-threaded and imports nothing, so the host
-            // cannot run until `sl_run` returns, by which point the borrow
-            // has ended (it does not escape `run_json`).
+            // cannot run until the export returns, and every export is done
+            // with the slice before it returns.
             unsafe { &*ptr::slice_from_raw_parts(data, len) }
         }
-        // Null or empty: run on empty input (run_json reports a JSON error).
+        // Null or empty: empty input (the callee reports a typed error).
         _ => &[],
-    };
-    let out: Box<[u8]> = crate::conformance::run_json(input).into_boxed_slice();
+    }
+}
+
+/// Hand `out` to the host as `(out_ptr << 32) | out_len`.
+fn output(out: Vec<u8>) -> u64 {
+    let out = out.into_boxed_slice();
     let Ok(out_len) = u32::try_from(out.len()) else {
         // Cannot happen on wasm32 (a buffer longer than 4 GiB cannot exist);
         // `out` is dropped here rather than leaked.
@@ -175,6 +201,75 @@ pub(crate) unsafe extern "C" fn sl_run(ptr: u32, len: u32) -> u64 {
         0 => 0,
         out_ptr => (u64::from(out_ptr) << 32) | u64::from(out_len),
     }
+}
+
+/// Run one conformance-vector input (JSON bytes at `ptr..ptr+len`) and return
+/// the output buffer as `(out_ptr << 32) | out_len`. The input is not freed.
+///
+/// # Safety
+///
+/// `(ptr, len)` must be a live buffer returned by `sl_alloc(len)` (module
+/// docs, host rule 1). `len == 0` is always allowed and reads nothing.
+#[unsafe(no_mangle)]
+pub(crate) unsafe extern "C" fn sl_run(ptr: u32, len: u32) -> u64 {
+    // SAFETY: the caller's contract is `input`'s.
+    output(crate::conformance::run_json(unsafe { input(ptr, len) }))
+}
+
+/// Configure this instance's engine (config JSON in; `{"ok":true}` or
+/// `{"error":…}` out).
+///
+/// # Safety
+///
+/// As [`sl_run`].
+#[unsafe(no_mangle)]
+pub(crate) unsafe extern "C" fn sl_configure(ptr: u32, len: u32) -> u64 {
+    // SAFETY: the caller's contract is `input`'s.
+    let config = unsafe { input(ptr, len) };
+    output(DRIVER.with(|d| d.borrow_mut().configure(config)))
+}
+
+/// Start an operation (`{now, entropy, op}` JSON in; the op number and its
+/// first step out).
+///
+/// # Safety
+///
+/// As [`sl_run`].
+#[unsafe(no_mangle)]
+pub(crate) unsafe extern "C" fn sl_start(ptr: u32, len: u32) -> u64 {
+    // SAFETY: the caller's contract is `input`'s.
+    let start = unsafe { input(ptr, len) };
+    output(DRIVER.with(|d| d.borrow_mut().start(start)))
+}
+
+/// Feed op `op` its packed replies; its next step out.
+///
+/// # Safety
+///
+/// As [`sl_run`] for `(ptr, len)`.
+#[unsafe(no_mangle)]
+pub(crate) unsafe extern "C" fn sl_step(op: u32, ptr: u32, len: u32) -> u64 {
+    // SAFETY: the caller's contract is `input`'s.
+    let replies = unsafe { input(ptr, len) };
+    output(DRIVER.with(|d| d.borrow_mut().step(op, replies)))
+}
+
+/// Op `op`'s round failed (`BackendFailure` JSON in); its next step out.
+///
+/// # Safety
+///
+/// As [`sl_run`] for `(ptr, len)`.
+#[unsafe(no_mangle)]
+pub(crate) unsafe extern "C" fn sl_fail(op: u32, ptr: u32, len: u32) -> u64 {
+    // SAFETY: the caller's contract is `input`'s.
+    let failure = unsafe { input(ptr, len) };
+    output(DRIVER.with(|d| d.borrow_mut().fail(op, failure)))
+}
+
+/// Forget op `op` (unknown numbers are ignored).
+#[unsafe(no_mangle)]
+pub(crate) extern "C" fn sl_drop(op: u32) {
+    DRIVER.with(|d| d.borrow_mut().drop_op(op));
 }
 
 #[cfg(test)]

@@ -4,6 +4,10 @@
 //! and in Node, which is how we prove the rules are byte-identical on every
 //! target. A vector file is `{"name", "input": VectorInput, "expect": output}`.
 
+mod driver;
+
+pub use driver::{Driver, STEP_DONE, STEP_ROUND};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::cookie::{self, CookieAttrs};
 use crate::error::{BackendError, ConfigError, Error, UsageError};
 use crate::expiry::UnixMillis;
+use crate::hints::TouchHints;
 use crate::id::{Entropy, SessionId};
 use crate::keys::{Keyspace, UserId};
 use crate::ops;
@@ -204,6 +205,23 @@ impl Engine {
         self.op(ops::load::Load::from_header(cookie_header, client, now).with_touch_hint(touch_hint))
     }
 
+    /// [`Engine::load`] with its touch hint looked up in `hints`, parsing
+    /// the cookie and hashing the ID once. Also answers the key the load
+    /// reads: observe the outcome into `hints` under it
+    /// ([`TouchHints::observe`]).
+    pub fn load_with_hints(
+        &self,
+        cookie_header: Option<&str>,
+        client: Option<&str>,
+        now: UnixMillis,
+        hints: &TouchHints,
+    ) -> (Op, Option<String>) {
+        let mut load = ops::load::Load::from_header(cookie_header, client, now);
+        let key = load.resolve(&self.ctx).map(str::to_owned);
+        let hint = key.as_deref().and_then(|k| hints.get(k));
+        (self.op(load.with_touch_hint(hint)), key)
+    }
+
     /// The Redis key [`Engine::load`] would read for this `Cookie` header,
     /// or `None` when it holds no well-formed ID (then a load sends
     /// nothing). Hosts key their touch hints by it.
@@ -331,6 +349,25 @@ impl Op {
             }
             State::Done(result) => Step::Done(result.clone()),
         }
+    }
+
+    /// [`Op::poll`] for hosts that are done with the op once it finishes:
+    /// the outcome is handed over, not copied (a session's data can be
+    /// large). Polling a finished op again afterwards answers a usage error.
+    pub fn poll_owned(&mut self) -> Step {
+        if matches!(self.state, State::Start) {
+            let next = self.machine.start(&self.ctx);
+            self.advance(next);
+        }
+        if matches!(self.state, State::Done(_)) {
+            let taken = UsageError("the outcome was already handed over".into());
+            if let State::Done(result) =
+                std::mem::replace(&mut self.state, State::Done(Err(taken.into())))
+            {
+                return Step::Done(result);
+            }
+        }
+        self.poll()
     }
 
     /// Feed back one reply per command of the last round, in order.

@@ -100,6 +100,7 @@ pub mod record;
 pub mod scripts;
 pub mod session;
 pub mod step;
+pub mod wire;
 
 pub use config::Config;
 pub use engine::{Engine, Op};

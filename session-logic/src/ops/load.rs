@@ -91,6 +91,20 @@ impl Load {
         self.find_id(ctx).ok().map(|id| ctx.keys.session_key(&id))
     }
 
+    /// Parse the ID and derive its key ahead of `start`, which then reuses
+    /// both (a host that looks a touch hint up by key parses the cookie and
+    /// hashes the ID once per request, not twice). The key, when the
+    /// source holds a well-formed ID.
+    pub(crate) fn resolve(&mut self, ctx: &Ctx) -> Option<&str> {
+        if self.key.is_none()
+            && let Ok(id) = self.find_id(ctx)
+        {
+            self.key = Some(ctx.keys.session_key(&id));
+            self.id = Some(id);
+        }
+        self.key.as_deref()
+    }
+
     /// The load script: read, and slide the idle deadline when due.
     fn script(&self, ctx: &Ctx, key: &str) -> Command {
         let c = &ctx.config;
@@ -137,11 +151,16 @@ impl Machine for Load {
         if ctx.config.client_binding != BindingPolicy::Off {
             self.binding = self.client.as_deref().map(|c| ctx.binding_hash(c));
         }
-        let id = match self.find_id(ctx) {
-            Ok(id) => id,
-            Err(reason) => return self.none(reason),
+        let (id, key) = match (self.id.take(), self.key.take()) {
+            (Some(id), Some(key)) => (id, key),
+            _ => match self.find_id(ctx) {
+                Ok(id) => {
+                    let key = ctx.keys.session_key(&id);
+                    (id, key)
+                }
+                Err(reason) => return self.none(reason),
+            },
         };
-        let key = ctx.keys.session_key(&id);
         let fresh_hint = self
             .touch_hint
             .is_some_and(|t| self.now.since(t) < ctx.config.touch_interval_ms);
