@@ -1,46 +1,50 @@
 // A store for express-session itself, for apps that keep express-session
 // and only swap connect-redis out. express-session owns these sessions
 // (their IDs, cookies and expiry), so this store keeps its rules rather
-// than ours, and fixes what connect-redis gets wrong:
+// than ours, costs what connect-redis costs, and fixes what it gets wrong.
 //
-// - Expiry to the millisecond: the record expires exactly at the session's
-//   `cookie.expires` (PEXPIREAT), not at a TTL rounded up to whole seconds.
-// - `touch` really moves the deadline: it moves the key's expiry *and* the
-//   stored `cookie.expires`, so the next load sees the deadline Redis
-//   enforces; it never rewrites the data (a parallel request's save is not
-//   undone) and never recreates a session deleted meanwhile.
-// - Writes are atomic: a reader never sees a half-replaced session, and a
-//   session saved with an expiry already past is deleted, not kept forever.
+// Layout: one string per session at `prefix + sid`, `JSON.stringify(sess)`
+// (the cookie included), which is exactly what connect-redis writes with
+// its default serializer. So the two read each other's sessions: switching
+// from connect-redis to this store (same prefix) logs nobody out, and
+// switching back does not either. Values are JSON only (no `serializer`:
+// a format that can run code when read back is not accepted).
+//
+// Plain commands, one key each (Cluster-safe), no Lua. Through
+// express-session a read-only request is GET then PEXPIREAT (2 commands,
+// as connect-redis's GET then EXPIRE), a write is GET then SET (as
+// connect-redis), a new session one SET.
+//
+// - Expiry to the millisecond: `SET … PXAT` and `PEXPIREAT` at the session's
+//   `cookie.expires`, not a TTL rounded up to whole seconds. Needs Redis 6.2
+//   or later (PXAT).
+// - `touch` is PEXPIREAT alone: it never rewrites data (a parallel request's
+//   save is not undone) and never recreates a session deleted meanwhile
+//   (PEXPIREAT on a missing key does nothing). It moves Redis's deadline,
+//   which is what is enforced, to the millisecond; the `cookie.expires`
+//   inside the stored JSON stays the one of the last save. Nothing reads
+//   that stale value as a deadline: `get` leaves expiry to Redis, and
+//   express-session re-stamps `cookie.expires` (now + maxAge) at the end of
+//   every request before it saves or touches. Only `all()` shows it as is.
+// - Writes are atomic (one SET replaces the whole record). A session saved
+//   with an expiry already past is deleted, not kept: decided here (DEL
+//   instead of SET), because Redis refuses `PXAT` values <= 0 outright; for
+//   a deadline Redis's own clock sees as past, SET … PXAT deletes the key
+//   itself (checked on 7.0).
+// - Records written by earlier versions of this store are hashes (fields
+//   `sess`, `cookie`): GET answers WRONGTYPE for those, and only then the
+//   store reads them with HGETALL (one extra round, for legacy records
+//   only). The next save replaces the hash with the string form.
 // - Redis failures are SessionErrors with `code` and `status` (503), and
 //   the client is expected to fail fast (see the README).
-//
-// Layout: one hash per session at `prefix + sid`, fields `sess` (the JSON
-// of everything but the cookie) and `cookie` (the cookie's JSON). Values
-// are JSON only. Every command touches one key (Cluster-safe).
 
-import { createHash } from 'node:crypto';
 import { Store } from 'express-session';
 import { executorFor } from './executors.js';
 import { sessionError } from './handle.js';
 
 const utf8 = new TextDecoder();
+const utf8Encoder = new TextEncoder();
 const DAY_SECONDS = 86400;
-
-// Replace the whole session and set its expiry in one step; an expiry in
-// the past deletes it (PEXPIREAT semantics).
-const SET = `redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'sess', ARGV[2], 'cookie', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 1`;
-
-// Move the deadline of a session that still exists; never recreate one.
-const TOUCH = `if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'cookie', ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-return 1`;
-
-const sha1 = (text) => createHash('sha1').update(text).digest('hex');
-const SCRIPTS = { set: { text: SET, sha: sha1(SET) }, touch: { text: TOUCH, sha: sha1(TOUCH) } };
 
 /**
  * `new SessionLogicStore({ client })`: node-redis or ioredis (configured to
@@ -68,19 +72,21 @@ export class SessionLogicStore extends Store {
     this.scanCount = options.scanCount ?? 100;
   }
 
-  /** The session saved under `sid`, or null (also once its expiry has passed). */
+  /** The session saved under `sid`, or null (absent, or past the deadline Redis enforces). */
   get(sid, cb) {
-    return settle(async () => {
-      const [reply] = await this.#round([['HGETALL', this.#key(sid)]]);
-      return decode(reply, Date.now());
-    }, cb);
+    return settle(() => this.#read(this.#key(sid)), cb);
   }
 
   /** Replace the session under `sid`; it expires at `sess.cookie.expires` to the millisecond. */
   set(sid, sess, cb) {
     return settle(async () => {
-      const { data, cookie } = encode(sess);
-      await this.#script(SCRIPTS.set, this.#key(sid), [String(this.#expiry(sess)), data, cookie]);
+      const key = this.#key(sid);
+      const json = encode(sess);
+      const at = this.#expiry(sess);
+      // PXAT <= 0 is an error reply, not a delete; and a session that is
+      // already over must not stay readable until some later deadline.
+      const command = at <= Date.now() ? ['DEL', key] : ['SET', key, json, 'PXAT', String(at)];
+      await this.#round([command]);
     }, cb);
   }
 
@@ -88,8 +94,7 @@ export class SessionLogicStore extends Store {
   touch(sid, sess, cb) {
     return settle(async () => {
       if (this.disableTouch) return;
-      const { cookie } = encode(sess);
-      await this.#script(SCRIPTS.touch, this.#key(sid), [String(this.#expiry(sess)), cookie]);
+      await this.#round([['PEXPIREAT', this.#key(sid), String(this.#expiry(sess))]]);
     }, cb);
   }
 
@@ -108,17 +113,28 @@ export class SessionLogicStore extends Store {
     return settle(async () => (await this.#scan()).length, cb);
   }
 
-  /** Every live session, each with its `id`. */
+  /** Every live session, each with its `id` (`cookie.expires` as of its last save). */
   all(cb) {
     return settle(async () => {
       const keys = await this.#scan();
-      const now = Date.now();
       const out = [];
       for (let i = 0; i < keys.length; i += this.scanCount) {
         const batch = keys.slice(i, i + this.scanCount);
-        const replies = await this.#round(batch.map((k) => ['HGETALL', k]));
-        replies.forEach((reply, j) => {
-          const sess = decode(reply, now);
+        const replies = await this.#round(batch.map((k) => ['GET', k]), isWrongType);
+        const sessions = replies.map((reply) => (isWrongType(reply) ? undefined : fromString(reply)));
+        // Legacy hashes of this batch: one more round, for them only.
+        const legacy = batch.filter((_, j) => sessions[j] === undefined);
+        if (legacy.length > 0) {
+          const hashes = await this.#round(legacy.map((k) => ['HGETALL', k]), isWrongType);
+          let h = 0;
+          for (let j = 0; j < batch.length; j++) {
+            if (sessions[j] !== undefined) continue;
+            const reply = hashes[h++];
+            // Upgraded to a string between the two rounds: read it afresh.
+            sessions[j] = isWrongType(reply) ? await this.#read(batch[j]) : fromHash(reply);
+          }
+        }
+        sessions.forEach((sess, j) => {
           if (sess) out.push({ id: batch[j].slice(this.prefix.length), ...sess });
         });
       }
@@ -131,7 +147,9 @@ export class SessionLogicStore extends Store {
     return settle(async () => {
       const keys = await this.#scan();
       for (let i = 0; i < keys.length; i += this.scanCount) {
-        await this.#round([['UNLINK', ...keys.slice(i, i + this.scanCount)]]);
+        // One UNLINK per key, pipelined: keys of one batch may live in
+        // different Cluster slots, where a multi-key UNLINK is refused.
+        await this.#round(keys.slice(i, i + this.scanCount).map((k) => ['UNLINK', k]));
       }
     }, cb);
   }
@@ -143,6 +161,7 @@ export class SessionLogicStore extends Store {
     return this.prefix + sid;
   }
 
+  /** The deadline in ms since the epoch: `cookie.expires`, else now + `ttl`. */
   #expiry(sess) {
     const expires = sess?.cookie?.expires;
     if (expires) {
@@ -150,7 +169,27 @@ export class SessionLogicStore extends Store {
       if (Number.isFinite(at)) return at;
     }
     const ttl = typeof this.ttl === 'function' ? this.ttl(sess) : this.ttl;
-    return Date.now() + Math.round(Number(ttl) * 1000);
+    const at = Date.now() + Math.round(Number(ttl) * 1000);
+    if (!Number.isSafeInteger(at)) {
+      throw sessionError('invalid_input', 400, `SessionLogicStore: \`ttl\` must give a number of seconds, got ${ttl}`);
+    }
+    return at;
+  }
+
+  /**
+   * One session: GET, and for a record an earlier version wrote as a hash
+   * (GET answers WRONGTYPE) HGETALL. A hash upgraded to a string between
+   * the two reads is read again.
+   */
+  async #read(key) {
+    let reply;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      [reply] = await this.#round([['GET', key]], isWrongType);
+      if (!isWrongType(reply)) return fromString(reply);
+      [reply] = await this.#round([['HGETALL', key]], isWrongType);
+      if (!isWrongType(reply)) return fromHash(reply);
+    }
+    throw refused(reply); // neither a string nor a hash: not a session
   }
 
   async #scan() {
@@ -165,18 +204,14 @@ export class SessionLogicStore extends Store {
     return [...new Set(keys)];
   }
 
-  /** A script by its SHA (one round), sending its text only when Redis lacks it. */
-  async #script(script, key, argv) {
-    const [reply] = await this.#round([['EVALSHA', script.sha, '1', key, ...argv]], { noscript: true });
-    if (isNoscript(reply)) await this.#round([['EVAL', script.text, '1', key, ...argv]]);
-  }
-
-  /** One round; a Redis error reply becomes a typed error (NOSCRIPT is returned when asked). */
-  async #round(commands, { noscript = false } = {}) {
-    const enc = new TextEncoder();
+  /**
+   * One round (one pipeline); a Redis error reply becomes a typed error,
+   * except those `pass` accepts, which are returned as replies.
+   */
+  async #round(commands, pass = () => false) {
     let replies;
     try {
-      replies = await this.execute(commands.map((argv) => argv.map((a) => enc.encode(a))));
+      replies = await this.execute(commands.map((argv) => argv.map((a) => utf8Encoder.encode(a))));
     } catch (e) {
       const timeout = e?.kind === 'timeout';
       const err = sessionError(timeout ? 'backend_timeout' : 'backend_unavailable', 503, `Redis ${timeout ? 'timed out' : 'is unavailable'}: ${e?.message ?? e}`);
@@ -184,11 +219,7 @@ export class SessionLogicStore extends Store {
       throw err;
     }
     for (const r of replies) {
-      if (noscript && isNoscript(r)) continue;
-      if (isError(r)) {
-        const message = String(r.message ?? r.error);
-        throw sessionError(/^NOPERM/.test(message) ? 'backend_noperm' : 'backend_error', 503, `Redis refused a command: ${message}`);
-      }
+      if (isError(r) && !pass(r)) throw refused(r);
     }
     return replies;
   }
@@ -200,10 +231,20 @@ function isError(r) {
   return r instanceof Error || (r !== null && typeof r === 'object' && 'error' in r && !(r instanceof Uint8Array) && !Array.isArray(r));
 }
 
-function isNoscript(r) {
-  return isError(r) && /^NOSCRIPT/.test(String(r.message ?? r.error));
+function errorText(r) {
+  return String(r.message ?? r.error);
 }
 
+function isWrongType(r) {
+  return isError(r) && /^WRONGTYPE/.test(errorText(r));
+}
+
+function refused(r) {
+  const message = errorText(r);
+  return sessionError(/^NOPERM/.test(message) ? 'backend_noperm' : 'backend_error', 503, `Redis refused a command: ${message}`);
+}
+
+/** A bulk reply as text: node-redis answers strings, ioredis's callBuffer Buffers. */
 function text(v) {
   return typeof v === 'string' ? v : utf8.decode(v);
 }
@@ -212,27 +253,46 @@ function encode(sess) {
   if (!sess || typeof sess !== 'object' || !sess.cookie) {
     throw sessionError('invalid_input', 400, 'SessionLogicStore: express-session passes a session object with a `cookie`');
   }
-  const { cookie, ...rest } = sess;
-  return { data: JSON.stringify(rest), cookie: JSON.stringify(cookie) };
+  try {
+    return JSON.stringify(sess);
+  } catch (e) {
+    throw sessionError('invalid_input', 400, `SessionLogicStore: the session cannot be stored as JSON: ${e.message}`);
+  }
 }
 
-/** An HGETALL reply as express-session's session object; null when absent or past its expiry. */
-function decode(reply, now) {
+function parse(json, what) {
+  try {
+    return JSON.parse(json);
+  } catch (e) {
+    throw sessionError('decode', 500, `SessionLogicStore: a stored session is not valid JSON (${what}): ${e.message}`);
+  }
+}
+
+/** What express-session can inflate: an object with a cookie object. */
+function checked(sess) {
+  if (sess === null || typeof sess !== 'object' || Array.isArray(sess) || sess.cookie === null || typeof sess.cookie !== 'object') {
+    throw sessionError('decode', 500, 'SessionLogicStore: a stored value is not an express-session session (no `cookie` object; written by something else?)');
+  }
+  return sess;
+}
+
+/** A GET reply (this store's or connect-redis's JSON) as a session; null when absent. */
+function fromString(reply) {
+  if (reply === null) return null;
+  return checked(parse(text(reply), 'string'));
+}
+
+/** An HGETALL reply of a legacy record (fields `sess`, `cookie`); null when absent. */
+function fromHash(reply) {
   if (!Array.isArray(reply) || reply.length === 0) return null;
   const fields = {};
   for (let i = 0; i + 1 < reply.length; i += 2) fields[text(reply[i])] = text(reply[i + 1]);
   if (fields.sess === undefined || fields.cookie === undefined) {
     throw sessionError('decode', 500, 'SessionLogicStore: a stored session lacks its `sess` or `cookie` field (written by something else?)');
   }
-  let sess;
-  try {
-    sess = JSON.parse(fields.sess);
-    sess.cookie = JSON.parse(fields.cookie);
-  } catch (e) {
-    throw sessionError('decode', 500, `SessionLogicStore: a stored session is not valid JSON: ${e.message}`);
-  }
-  if (sess.cookie?.expires && new Date(sess.cookie.expires).getTime() <= now) return null;
-  return sess;
+  const sess = parse(fields.sess, 'hash field `sess`');
+  if (sess !== null && typeof sess === 'object') sess.cookie = parse(fields.cookie, 'hash field `cookie`');
+  return checked(sess);
 }
 
 function settle(fn, cb) {

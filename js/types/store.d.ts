@@ -8,7 +8,7 @@ export interface SessionLogicStoreOptions {
   executor?: Executor;
   /** Key prefix (default `sess:`); no glob characters. */
   prefix?: string;
-  /** Seconds, for sessions whose cookie has no expiry (default one day). */
+  /** Seconds, for sessions whose cookie has no expiry (default one day); 0 or less deletes at save. */
   ttl?: number | ((sess: SessionData) => number);
   disableTouch?: boolean;
   /** SCAN COUNT and batch size for all/ids/length/clear (default 100). */
@@ -18,6 +18,13 @@ export interface SessionLogicStoreOptions {
 
 type Callback<T = void> = (err: any, value?: T) => void;
 
+/**
+ * Each session is one JSON string at `prefix + sid` (connect-redis's
+ * format: either store reads the other's sessions), expiring at
+ * `cookie.expires` to the millisecond. `touch` moves only Redis's deadline,
+ * so a loaded session's `cookie.expires` is the one of its last save.
+ * Errors are SessionErrors (`code`, `status`).
+ */
 export class SessionLogicStore extends Store {
   constructor(options?: SessionLogicStoreOptions);
   get(sid: string): Promise<SessionData | null>;
