@@ -150,7 +150,9 @@ export function normalize(reply) {
 }
 
 function toBuffer(u8) {
-  return typeof Buffer === 'function' ? Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength) : u8;
+  // Rounds from runOp already hold Buffers (views, no copy) in Node.
+  if (typeof Buffer !== 'function' || Buffer.isBuffer(u8)) return u8;
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
 function asFailure(e) {

@@ -161,24 +161,39 @@ function defineSessionID(req) {
 /** express-session exports the middleware as its default; so do we. */
 export default session;
 
-/** Before the headers go out: write, then decorate the response. */
-async function finish(req, res, handle, view, unset) {
+/**
+ * Before the headers go out: write, then decorate the response. Returns
+ * undefined when there was nothing to write (a read-only request: the
+ * response goes on at once, unheld), else a promise of the write.
+ */
+function finish(req, res, handle, view, unset) {
+  let pending;
   try {
     if (!handle.destroyed) {
       if (req.session === view) {
         view[SYNC]();
-        await handle.commit();
+        if (handle.commitDue()) pending = handle.commit();
       } else if (unset === 'destroy') {
-        await handle.destroy();
+        pending = handle.destroy();
       }
     }
-    vary(res);
-    if (handle.cookie) {
-      res.appendHeader('Set-Cookie', handle.cookie);
-      res.setHeader('Cache-Control', 'no-store');
-    }
-  } finally {
+  } catch (e) {
     handle.close();
+    throw e;
+  }
+  if (pending === undefined) {
+    decorate(res, handle);
+    handle.close();
+    return undefined;
+  }
+  return pending.then(() => decorate(res, handle)).finally(() => handle.close());
+}
+
+function decorate(res, handle) {
+  vary(res);
+  if (handle.cookie) {
+    res.appendHeader('Set-Cookie', handle.cookie);
+    res.setHeader('Cache-Control', 'no-store');
   }
 }
 
@@ -233,28 +248,40 @@ function hookPrototype(proto) {
 }
 
 function hold(res, h, name, args) {
-  h.held.push(name, args);
   if (h.state === 'open') {
+    // A failure always answers asynchronously (through Express's error
+    // handler, after the app's call returned), as a failed write does.
+    let pending;
+    try {
+      pending = h.before();
+    } catch (e) {
+      pending = Promise.reject(e);
+    }
+    if (pending === undefined) {
+      // Nothing to write: no hold, no replay.
+      h.restore(res);
+      h.state = 'done';
+      return h.original[name].apply(res, args);
+    }
     h.state = 'holding';
-    Promise.resolve()
-      .then(h.before)
-      .then(
-        () => {
-          h.restore(res);
-          h.state = 'done';
-          const held = h.held;
-          h.held = [];
-          for (let i = 0; i < held.length; i += 2) h.original[held[i]].apply(res, held[i + 1]);
-        },
-        (err) => {
-          h.restore(res);
-          h.state = 'done';
-          h.held = [];
-          vary(res);
-          h.failed(err);
-        },
-      );
+    pending.then(
+      () => {
+        h.restore(res);
+        h.state = 'done';
+        const held = h.held;
+        h.held = [];
+        for (let i = 0; i < held.length; i += 2) h.original[held[i]].apply(res, held[i + 1]);
+      },
+      (err) => {
+        h.restore(res);
+        h.state = 'done';
+        h.held = [];
+        vary(res);
+        h.failed(err);
+      },
+    );
   }
+  h.held.push(name, args);
   return name === 'write' ? true : res;
 }
 
@@ -289,7 +316,6 @@ function deferHeaders(res, before, failed) {
 const SYNC = Symbol('sync');
 const LOAD = Symbol('load');
 const HANDLE = new WeakMap();
-const SNAPSHOT = new WeakMap();
 
 function settle(promise, cb) {
   if (typeof cb !== 'function') return promise;
@@ -306,7 +332,9 @@ function settle(promise, cb) {
  */
 export class RequestSession {
   constructor(handle, engine, req) {
-    HANDLE.set(this, { handle, engine, req });
+    // One state object per request (the handle, and the data as last
+    // loaded or saved, as JSON text); the data stay the only own properties.
+    HANDLE.set(this, { handle, engine, req, snapshot: '{}' });
     this[LOAD]();
   }
 
@@ -454,43 +482,47 @@ export class RequestSession {
 
   /** Copy the core's data onto own properties and remember it as saved. */
   [LOAD]() {
-    const { handle } = HANDLE.get(this);
+    const state = HANDLE.get(this);
     for (const key of Object.keys(this)) delete this[key];
-    const snapshot = new Map();
-    const data = handle.core.data();
-    for (const [key, value] of Object.entries(data)) {
-      this[key] = value;
-      snapshot.set(key, JSON.stringify(value));
+    // One JSON text for all the data: one call out of the module, one parse.
+    const json = state.handle.core.dataJson();
+    if (json !== '{}') {
+      const data = JSON.parse(json);
+      if (!json.includes('"__proto__"')) Object.assign(this, data);
+      // A key named __proto__ is data, not this object's prototype.
+      else for (const key of Object.keys(data)) Object.defineProperty(this, key, { value: data[key], writable: true, enumerable: true, configurable: true });
     }
-    SNAPSHOT.set(this, snapshot);
+    state.snapshot = json;
   }
 
   /**
-   * Tell the core what changed since the last load or save: keys whose
-   * JSON text differs are set, keys gone (or now `undefined`) removed. JSON
-   * text comparison also catches changes inside nested objects.
+   * Tell the core what changed since the last load or save. The common
+   * case, nothing, costs one JSON.stringify of the data and a string
+   * comparison with the text the data came from. Otherwise keys are
+   * compared one by one as JSON text (which also catches changes inside
+   * nested objects, and never reports a key whose value only reads
+   * differently in Rust's and JS's JSON): changed keys are set, keys gone
+   * (or now `undefined`) removed.
    */
   [SYNC]() {
-    const { handle } = HANDLE.get(this);
+    const state = HANDLE.get(this);
+    const { handle } = state;
     handle.check();
-    const snapshot = SNAPSHOT.get(this);
+    const now = JSON.stringify(this);
+    if (now === state.snapshot) return;
+    const before = JSON.parse(state.snapshot);
     const seen = new Set();
     for (const key of Object.keys(this)) {
       const value = this[key];
       const json = value === undefined ? undefined : JSON.stringify(value);
       if (json === undefined) continue;
       seen.add(key);
-      if (snapshot.get(key) !== json) {
-        handle.core.set(key, JSON.parse(json));
-        snapshot.set(key, json);
-      }
+      if (!Object.hasOwn(before, key) || JSON.stringify(before[key]) !== json) handle.core.setJson(key, json);
     }
-    for (const key of [...snapshot.keys()]) {
-      if (!seen.has(key)) {
-        handle.core.remove(key);
-        snapshot.delete(key);
-      }
+    for (const key of Object.keys(before)) {
+      if (!seen.has(key)) handle.core.remove(key);
     }
+    state.snapshot = now;
   }
 }
 

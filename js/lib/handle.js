@@ -28,6 +28,20 @@ export class Handle {
   }
 
   /**
+   * Whether `commit` has anything to do; when not, a host may skip it (and
+   * the wait for it) altogether.
+   */
+  commitDue() {
+    this.check();
+    if (this.destroyed) return false;
+    const { core } = this;
+    if (this.regenerateDue || core.needsSave) return true;
+    if (this.touchDue && !core.isDirty && core.status === 'live') return true;
+    this.touchDue = false;
+    return false;
+  }
+
+  /**
    * Write what the request changed, in one operation: regenerate when
    * asked (new ID, same data), else save (the core writes only changed
    * fields, or nothing), or touch when asked and nothing changed.
