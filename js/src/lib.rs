@@ -8,18 +8,24 @@
 //!
 //! ## The boundary, once per round
 //!
-//! A running operation ([`engine::Op`]) is driven with one call per round:
+//! A running operation ([`engine::Op`]) is driven with one call per round.
+//! The hot path (what `runOp` in `lib/host.js` uses) moves one byte buffer
+//! each way, in the packed form of `session_logic::wire`:
 //!
 //! ```text
-//!   op.next()                → { round: Uint8Array[][] }   send it as one pipeline
-//!   op.next(replies)         → { round } | { outcome } | { error }
+//!   op.step()                → Uint8Array [0, …round]   unpackRound, send it as one pipeline
+//!   op.step(packedReplies)   → the next round | outcome JSON text
+//!   op.takeSession()         the outcome's session (its JSON says "session": true)
 //!   op.fail(kind, detail)    the pipeline could not complete (timeout, down)
 //! ```
 //!
-//! A round leaves as an array of argv arrays, the replies come back as one
-//! array (`null`, integers, strings or bytes, arrays, `Error`s); the per-
-//! command work happens in Rust, not in chatty calls.
-//!
+//! `op.next()` / `op.next(replies)` is the same loop with JS values each way
+//! (`{round: Uint8Array[][]}`, replies as `null`, integers, strings or
+//! bytes, arrays, `Error`s; `{outcome}` / `{error}` back). It costs a call
+//! per argument and per reply element, and stays for tests and the
+//! conformance runner; `js/test/vectors.test.mjs` replays every vector
+//! through both.
+
 //! ## Inputs the host supplies
 //!
 //! Time (`now`, unix milliseconds as a number) and entropy (32 bytes from
