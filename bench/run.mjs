@@ -5,9 +5,14 @@
 //
 // Cores: the app under test runs on core 0; redis-server and wrk share
 // core 1 (taskset), identically for every contender.
+//
+// Interleaving: all contenders of a table are up at once, each with its
+// own redis-server; per request kind they are measured in rounds
+// (A B C D, A B C D, ...), so a noisy second costs one round of every
+// contender instead of deciding a ratio.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync, readlinkSync, realpathSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir, cpus } from 'node:os';
 import path from 'node:path';
@@ -30,8 +35,10 @@ for (const a of argv) {
 const CFG = {
   connections: 16,
   warmupSeconds: 1,
-  reps: 3,
+  // Rounds per request kind; each round is one measured run per contender.
+  rounds: QUICK ? 3 : 5,
   seconds: QUICK ? 1 : 2,
+  growthRounds: QUICK ? 2 : 3,
   probeSeconds: 1,
   pool: 1000,
   growth: QUICK ? [1e3, 1e4] : [1e3, 1e5, 1e6],
@@ -41,6 +48,10 @@ const CFG = {
 const APP_CORE = '0';
 const LOAD_CORE = '1';
 const AXUM_BIN = process.env.BENCH_AXUM_BIN ?? path.join(ROOT, 'target/bench/release/bench-axum');
+// utime and stime in /proc/<pid>/stat count clock ticks of 1/CLK_TCK s.
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+/** Measured runs that completed no request and were run again (reported). */
+const stalls = [];
 const tmp = mkdtempSync(path.join(tmpdir(), 'sl-bench-'));
 const children = new Set();
 
@@ -123,6 +134,15 @@ function delta(a, b) {
   return { commands, reads: b.reads - a.reads - 1, cpu: b.cpu - a.cpu };
 }
 
+/** CPU time the process has used so far (all its threads), in clock ticks: utime + stime. */
+function cpuTicks(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Field 2 (comm) is parenthesised and may hold spaces: count from after it.
+  // There, index 0 is field 3 (state), so fields 14 and 15 are 11 and 12.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 /**
  * Commands as clients sent them vs as Redis ran them (scripts' inner calls
  * included), via MONITOR on a socket of our own (redis-cli's block-buffered
@@ -159,7 +179,11 @@ async function startApp(cmd, argv, env = {}) {
       const m = out.match(/listening (127\.0\.0\.1:\d+)/);
       if (m) {
         clearTimeout(timer);
-        resolve({ proc, base: `http://${m[1]}` });
+        // taskset execs the app, so this pid is the app's own (its CPU time
+        // is what we read): check it before trusting the figures.
+        const exe = readlinkSync(`/proc/${proc.pid}/exe`).replace(/ \(deleted\)$/, '');
+        if (exe !== realpathSync(cmd)) reject(new Error(`pid ${proc.pid} runs ${exe}, not ${cmd}`));
+        else resolve({ proc, base: `http://${m[1]}` });
       }
     });
     proc.once('exit', (code) => reject(new Error(`${cmd} exited with ${code}:\n${out}`)));
@@ -199,57 +223,107 @@ const CASES = [
   { id: 'signin', title: 'sign-in (regenerate)', method: 'POST', route: '/login', mode: 'consume' },
 ];
 
-/** One case for one running app: warm-up, measured repetitions, a sequential probe. */
-async function runCase(redis, app, cookies, c) {
-  const cookieFile = path.join(tmp, `cookies-${c.id}.txt`);
-  writeFileSync(cookieFile, cookies.join('\n') + '\n');
-  const load = { base: app.base, method: c.method, route: c.route, mode: c.mode, cookieFile };
-  wrk({ ...load, seconds: CFG.warmupSeconds, connections: CFG.connections });
-  const reps = [];
-  for (let i = 0; i < CFG.reps; i++) {
-    if (c.mode === 'consume') writeFileSync(cookieFile, (await seed(app.base, CFG.pool)).join('\n') + '\n');
-    const before = snapshot(redis.port);
-    const r = wrk({ ...load, seconds: CFG.seconds, connections: CFG.connections });
-    const d = delta(before, snapshot(redis.port));
-    if (r.socket_errors || r.non2xx) throw new Error(`${c.id}: ${r.socket_errors} socket errors, ${r.non2xx} non-2xx of ${r.requests}`);
-    reps.push({ rps: r.requests / (r.duration_us / 1e6), p50: r.p50_us / 1000, p99: r.p99_us / 1000, commands: d.commands / r.requests, cpuUs: (d.cpu * 1e6) / r.requests });
-  }
-  if (c.mode === 'consume') writeFileSync(cookieFile, (await seed(app.base, CFG.pool)).join('\n') + '\n');
-  const probe = await monitored(redis.port, async () => {
-    const before = snapshot(redis.port);
-    const r = wrk({ ...load, seconds: CFG.probeSeconds, connections: 1 });
-    return { r, d: delta(before, snapshot(redis.port)) };
+/**
+ * One request kind for several running apps (`entries`: { id, redis, app,
+ * cookies }), interleaved: a warm-up each, then `rounds` rounds of one
+ * measured run per app in order, then a sequential probe each.
+ */
+async function runInterleaved(entries, c, rounds) {
+  const runs = entries.map((e) => {
+    const cookieFile = path.join(tmp, `cookies-${e.id}-${c.id}.txt`);
+    writeFileSync(cookieFile, e.cookies.join('\n') + '\n');
+    return { e, cookieFile, load: { base: e.app.base, method: c.method, route: c.route, mode: c.mode, cookieFile }, measured: [] };
   });
-  const n = probe.result.r.requests;
-  const summary = (key) => ({ median: median(reps.map((x) => x[key])), min: Math.min(...reps.map((x) => x[key])), max: Math.max(...reps.map((x) => x[key])) });
-  return {
-    rps: summary('rps'),
-    p50: summary('p50'),
-    p99: summary('p99'),
-    cpuUs: summary('cpuUs'),
-    commands: median(reps.map((x) => x.commands)),
-    rounds: probe.result.d.reads / n,
-    sent: probe.sent / n,
-    executed: probe.executed / n,
+  const reseed = async (x) => {
+    if (c.mode === 'consume') writeFileSync(x.cookieFile, (await seed(x.e.app.base, CFG.pool)).join('\n') + '\n');
   };
+  for (const x of runs) wrk({ ...x.load, seconds: CFG.warmupSeconds, connections: CFG.connections });
+  for (let i = 0; i < rounds; i++) {
+    for (const x of runs) {
+      const pid = x.e.app.proc.pid;
+      let r, appTicks, d;
+      for (let attempt = 1; ; attempt++) {
+        await reseed(x);
+        const before = snapshot(x.e.redis.port);
+        const ticks = cpuTicks(pid);
+        r = wrk({ ...x.load, seconds: CFG.seconds, connections: CFG.connections });
+        appTicks = cpuTicks(pid) - ticks;
+        d = delta(before, snapshot(x.e.redis.port));
+        if (r.socket_errors || r.non2xx) throw new Error(`${x.e.id} ${c.id}: ${r.socket_errors} socket errors, ${r.non2xx} non-2xx of ${r.requests}`);
+        if (r.requests > 0) break;
+        // Seen on a VM whose vCPU the host paused for seconds: the app got
+        // no CPU at all. Such a run measures nothing; run it again.
+        if (attempt === 3) throw new Error(`${x.e.id} ${c.id}: no request completed in ${attempt} runs of ${CFG.seconds} s`);
+        stalls.push(`${x.e.id} ${c.id} round ${i + 1}`);
+        log(`  ${x.e.id} ${c.id}: no request completed in ${CFG.seconds} s (app CPU ${appTicks} ticks): running it again`);
+      }
+      x.measured.push({
+        requests: r.requests,
+        rps: r.requests / (r.duration_us / 1e6),
+        p50: r.p50_us / 1000,
+        p99: r.p99_us / 1000,
+        commands: d.commands,
+        cpuUs: (d.cpu * 1e6) / r.requests,
+        appTicks,
+        appCpuUs: (appTicks * 1e6) / CLK_TCK / r.requests,
+      });
+    }
+  }
+  const out = {};
+  for (const x of runs) {
+    await reseed(x);
+    const probe = await monitored(x.e.redis.port, async () => {
+      const before = snapshot(x.e.redis.port);
+      const r = wrk({ ...x.load, seconds: CFG.probeSeconds, connections: 1 });
+      return { r, d: delta(before, snapshot(x.e.redis.port)) };
+    });
+    const n = probe.result.r.requests;
+    const reps = x.measured;
+    const sum = (key) => reps.reduce((a, r) => a + r[key], 0);
+    const summary = (key) => ({ median: median(reps.map((r) => r[key])), min: Math.min(...reps.map((r) => r[key])), max: Math.max(...reps.map((r) => r[key])) });
+    out[x.e.id] = {
+      rps: summary('rps'),
+      p50: summary('p50'),
+      p99: summary('p99'),
+      cpuUs: summary('cpuUs'),
+      // Clock ticks are 10 ms: summed over the rounds, not per round.
+      appCpuUs: (sum('appTicks') * 1e6) / CLK_TCK / sum('requests'),
+      commands: sum('commands') / sum('requests'),
+      rounds: probe.result.d.reads / n,
+      sent: probe.sent / n,
+      executed: probe.executed / n,
+      perRound: reps,
+    };
+  }
+  return out;
 }
 
-async function runSuite(redis, suite) {
+/** Every contender of a table up at once, each with its own Redis; the request kinds one after another, interleaved. */
+async function runSuite(suite) {
   const results = {};
-  for (const contender of suite.contenders) {
-    cli(redis.port, 'FLUSHALL');
-    log(`${suite.name}: ${contender.name}`);
-    const app = await startApp(...contender.start(redis.port));
-    try {
-      const cookies = await seed(app.base, CFG.pool);
+  const entries = [];
+  try {
+    for (const contender of suite.contenders) {
+      log(`${suite.name}: starting ${contender.name}`);
+      const redis = await startRedis();
+      const entry = { id: contender.id, redis };
+      entries.push(entry);
+      entry.app = await startApp(...contender.start(redis.port));
+      entry.cookies = await seed(entry.app.base, CFG.pool);
       results[contender.id] = {};
-      for (const c of CASES) {
-        results[contender.id][c.id] = await runCase(redis, app, cookies, c);
-        const x = results[contender.id][c.id];
-        log(`  ${c.id}: ${x.rps.median.toFixed(0)} req/s, p50 ${x.p50.median.toFixed(2)} ms, ${x.sent.toFixed(2)} cmds sent, ${x.rounds.toFixed(2)} rounds`);
+    }
+    for (const c of CASES) {
+      log(`${suite.name}: ${c.id}, ${CFG.rounds} rounds of ${entries.map((e) => e.id).join(' ')}`);
+      const res = await runInterleaved(entries, c, CFG.rounds);
+      for (const e of entries) {
+        const x = (results[e.id][c.id] = res[e.id]);
+        log(`  ${e.id}: ${x.rps.median.toFixed(0)} req/s (${x.rps.min.toFixed(0)}–${x.rps.max.toFixed(0)}), app CPU ${x.appCpuUs.toFixed(1)} µs/req, Redis CPU ${x.cpuUs.median.toFixed(1)} µs/req, p50 ${x.p50.median.toFixed(2)} ms, ${x.sent.toFixed(2)} cmds sent, ${x.rounds.toFixed(2)} round trips`);
       }
-    } finally {
-      await stop(app.proc);
+    }
+  } finally {
+    for (const e of entries) {
+      await stop(e.app?.proc);
+      await stop(e.redis.proc);
     }
   }
   return results;
@@ -262,6 +336,9 @@ const SUITES = [
   {
     name: 'Express 5 (node-redis)',
     key: 'express',
+    // The app-CPU ratio line: ours ÷ this contender, read-only (issue 12: ≤ 0.75×).
+    cpuPeer: 'express-session',
+    cpuTarget: 0.75,
     contenders: [
       { id: 'ours', name: 'session-logic middleware', start: node('ours') },
       { id: 'express-session', name: 'express-session + connect-redis', start: node('express-session') },
@@ -272,6 +349,7 @@ const SUITES = [
   {
     name: 'axum',
     key: 'axum',
+    cpuPeer: 'tower',
     contenders: [
       { id: 'ours', name: 'session-logic layer', start: axum('ours') },
       { id: 'tower', name: 'tower-sessions + RedisStore (defaults)', start: axum('tower') },
@@ -346,10 +424,9 @@ async function costGrowth(redis) {
       const live = Number(cli(redis.port, 'DBSIZE').trim());
       log(`cost growth: read-only with ${live} keys`);
       const row = { size, live };
-      for (const [name, a] of [['axum', app], ['express', express]]) {
-        const x = await runCase(redis, a, cookies, read);
-        row[name] = { p50: x.p50, p99: x.p99, rps: x.rps, rounds: x.rounds };
-      }
+      const entries = [{ id: 'axum', redis, app, cookies }, { id: 'express', redis, app: express, cookies }];
+      const res = await runInterleaved(entries, read, CFG.growthRounds);
+      for (const [name, x] of Object.entries(res)) row[name] = { p50: x.p50, p99: x.p99, rps: x.rps, appCpuUs: x.appCpuUs, rounds: x.rounds };
       out.read.push(row);
     }
     cli(redis.port, 'FLUSHALL');
@@ -414,6 +491,15 @@ function versions() {
 const f = (x, d = 0) => x.toFixed(d);
 const range = (s, d = 0) => `${f(s.median, d)} (${f(s.min, d)}–${f(s.max, d)})`;
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}×` : '–');
+/** min–max over the rounds of a ÷ b, each taken within one round. */
+const roundRange = (a, b, key) => {
+  const xs = a.perRound.map((r, i) => r[key] / b.perRound[i][key]);
+  return xs.every(Number.isFinite) ? `${f(Math.min(...xs), 2)}–${f(Math.max(...xs), 2)}` : '–';
+};
+/** req/s ratio of the medians, and (min–max of the per-round ratios). */
+const rpsRatio = (a, b) => `${ratio(a.rps.median, b.rps.median)} (${roundRange(a, b, 'rps')})`;
+/** App CPU per request ratio of the sums over the rounds, and (min–max of the per-round ratios). */
+const cpuRatio = (a, b) => `${ratio(a.appCpuUs, b.appCpuUs)} (${roundRange(a, b, 'appCpuUs')})`;
 
 function report({ suites, rules, growth, meta, started }) {
   const lines = [];
@@ -421,14 +507,19 @@ function report({ suites, rules, growth, meta, started }) {
   w('# Benchmarks');
   w();
   w(`Written by \`bench/run\`${QUICK ? ' --quick (short runs: indicative only)' : ''} on ${new Date().toISOString().slice(0, 10)}; the whole run took ${f((Date.now() - started) / 60000, 1)} minutes. Every figure below was measured in that one run, on one machine; ratios compare figures of this run only.`);
+  if (stalls.length) {
+    w();
+    w(`${stalls.length} measured run(s) completed no request at all (the app got no CPU: the machine stalled) and were run again: ${stalls.join(', ')}.`);
+  }
   w();
   w('## Protocol');
   w();
-  w(`- The app under test runs alone on core ${APP_CORE}; \`redis-server\` and \`wrk\` share core ${LOAD_CORE} (\`taskset\`), the same for every contender. One Redis, flushed between contenders.`);
+  w(`- The app under test runs alone on core ${APP_CORE}; \`redis-server\` and \`wrk\` share core ${LOAD_CORE} (\`taskset\`), the same for every contender. All contenders of a table are started together, each with its own \`redis-server\`, and stay up (idle when not measured) until the table is done.`);
   w(`- Each contender serves the same tiny logic (\`js/bench/express-app.mjs\`, \`bench/axum\`): \`GET /read\` reads integer \`n\`, \`POST /write\` increments it, \`POST /login\` regenerates the session and binds a user, \`POST /seed\` creates a session.`);
-  w(`- ${CFG.pool} sessions are created over HTTP first; each request carries a different one's cookie (rotating), except the visitor case (no cookie). Sign-in presents each live cookie once and puts the regenerated cookie back in the pool.`);
-  w(`- \`wrk -t1 -c${CFG.connections}\`: ${CFG.warmupSeconds} s warm-up, then ${CFG.reps} measured runs of ${CFG.seconds} s; tables show the median and (min–max). Any socket error or non-2xx answer fails the run.`);
-  w('- Redis commands per request: `INFO commandstats` delta over the measured runs / requests (commands run inside Lua scripts count too). Redis CPU per request: `INFO cpu` (user + sys) delta / requests.');
+  w(`- ${CFG.pool} sessions are created over HTTP first; each request carries a different one's cookie (rotating), except the visitor case (no cookie). Sign-in presents each live cookie once and puts the regenerated cookie back in the pool; its pool is created afresh before every measured run.`);
+  w(`- \`wrk -t1 -c${CFG.connections}\`, contenders interleaved: per request kind, a ${CFG.warmupSeconds} s warm-up of each contender, then ${CFG.rounds} rounds; each round runs every contender once for ${CFG.seconds} s, in table order (A B C D, A B C D, …). Tables show the median over the rounds and (min–max). Ratios are taken between medians; in brackets, the min–max of the same ratio within each round (ours and the other contender measured seconds apart), which tells how stable the ratio is. Any socket error or non-2xx answer fails the run.`);
+  w('- Redis commands per request: `INFO commandstats` delta over the measured runs / requests (commands run inside Lua scripts count too). Redis CPU per request: `INFO cpu` (user + sys) delta / requests, per round.');
+  w(`- App CPU per request: the app process's own utime + stime (\`/proc/<pid>/stat\`, in clock ticks of 1/${CLK_TCK} s, all its threads) read before and after each measured run; the deltas summed over the rounds / the requests they completed. It is the app's cost whichever side limits req/s; app CPU µs/req × req/s / 10⁶ is the share of its core the app used (well below 1: it waited on Redis and \`wrk\`, or other work on the machine took the core).`);
   w(`- Round trips and commands *sent* per request: a separate ${CFG.probeSeconds} s run with one connection, so requests do not share pipelines: round trips = \`total_reads_processed\` delta / requests; commands sent and executed are counted with \`MONITOR\` (executed includes scripts' inner calls).`);
   w();
   w('## Versions and machine');
@@ -446,14 +537,28 @@ function report({ suites, rules, growth, meta, started }) {
       const floor = res.floor[c.id];
       w(`### ${c.title}`);
       w();
-      w('| contender | req/s | p50 ms | p99 ms | Redis cmds/req (executed) | cmds sent/req | round trips/req | Redis CPU µs/req | req/s vs ours | req/s vs floor |');
-      w('|---|---|---|---|---|---|---|---|---|---|');
+      w('| contender | req/s | app CPU µs/req | Redis CPU µs/req | p50 ms | p99 ms | Redis cmds/req (executed) | cmds sent/req | round trips/req | req/s vs ours | req/s vs floor |');
+      w('|---|---|---|---|---|---|---|---|---|---|---|');
       for (const contender of suite.contenders) {
         const x = res[contender.id][c.id];
-        w(`| ${contender.name} | ${range(x.rps)} | ${range(x.p50, 2)} | ${range(x.p99, 2)} | ${f(x.commands, 2)} | ${f(x.sent, 2)} | ${f(x.rounds, 2)} | ${range(x.cpuUs, 1)} | ${contender.id === 'ours' ? '1.00×' : `ours ${ratio(ours.rps.median, x.rps.median)}`} | ${ratio(x.rps.median, floor.rps.median)} |`);
+        const vsOurs = contender.id === 'ours' ? '1.00×' : `ours ${rpsRatio(ours, x)}`;
+        const vsFloor = contender.id === 'floor' ? '1.00×' : rpsRatio(x, floor);
+        w(`| ${contender.name} | ${range(x.rps)} | ${f(x.appCpuUs, 1)} | ${range(x.cpuUs, 1)} | ${range(x.p50, 2)} | ${range(x.p99, 2)} | ${f(x.commands, 2)} | ${f(x.sent, 2)} | ${f(x.rounds, 2)} | ${vsOurs} | ${vsFloor} |`);
       }
       w();
     }
+    const others = suite.contenders.filter((x) => x.id !== 'ours');
+    w('### App CPU per request, ours ÷ each other contender');
+    w();
+    w('Below 1: our app spends less CPU per request. Ratio of the sums over the rounds; in brackets, the min–max of the per-round ratios.');
+    w();
+    w(`| request | ${others.map((x) => `ours ÷ ${x.name}`).join(' | ')} |`);
+    w(`|---|${others.map(() => '---|').join('')}`);
+    for (const c of CASES) w(`| ${c.title} | ${others.map((x) => cpuRatio(res.ours[c.id], res[x.id][c.id])).join(' | ')} |`);
+    w();
+    const peer = suite.contenders.find((x) => x.id === suite.cpuPeer);
+    w(`**Read-only, app CPU per request, ours ÷ ${peer.name}: ${cpuRatio(res.ours.read, res[peer.id].read)}**${suite.cpuTarget ? ` (target ≤ ${suite.cpuTarget}×)` : ''}.`);
+    w();
   }
   w('## The rules alone');
   w();
@@ -471,9 +576,11 @@ function report({ suites, rules, growth, meta, started }) {
   w();
   w('Read-only requests (session-logic, axum and Express) as the keyspace grows: the pool\'s real sessions plus copies of a real session record under random keys.');
   w();
-  w('| keys in Redis | axum p50 ms | axum p99 ms | axum req/s | Express p50 ms | Express p99 ms | Express req/s |');
-  w('|---|---|---|---|---|---|---|');
-  for (const r of growth.read) w(`| ${r.live} | ${range(r.axum.p50, 2)} | ${range(r.axum.p99, 2)} | ${f(r.axum.rps.median)} | ${range(r.express.p50, 2)} | ${range(r.express.p99, 2)} | ${f(r.express.rps.median)} |`);
+  w(`The two apps run interleaved, ${CFG.growthRounds} rounds of ${CFG.seconds} s each; medians and (min–max) over the rounds.`);
+  w();
+  w('| keys in Redis | axum p50 ms | axum p99 ms | axum req/s | axum app CPU µs/req | Express p50 ms | Express p99 ms | Express req/s | Express app CPU µs/req |');
+  w('|---|---|---|---|---|---|---|---|---|');
+  for (const r of growth.read) w(`| ${r.live} | ${range(r.axum.p50, 2)} | ${range(r.axum.p99, 2)} | ${f(r.axum.rps.median)} | ${f(r.axum.appCpuUs, 1)} | ${range(r.express.p50, 2)} | ${range(r.express.p99, 2)} | ${f(r.express.rps.median)} | ${f(r.express.appCpuUs, 1)} |`);
   w();
   w(`Logout everywhere (axum layer, \`logout_everywhere(false)\`) for one user with N sessions; median of ${CFG.logoutReps} requests, each on freshly created sessions. Round trips are the pipelines the layer sent (counted in the app), including the request's own load (1).`);
   w();
@@ -488,13 +595,14 @@ function report({ suites, rules, growth, meta, started }) {
   const targets = [
     ['read-only: 1 command sent, 1 round trip (Express)', ex.ours.read.sent <= 1.001 && ex.ours.read.rounds <= 1.05, `${f(ex.ours.read.sent, 2)} sent, ${f(ex.ours.read.rounds, 2)} round trips`],
     ['read-only: 1 command sent, 1 round trip (axum)', ax.ours.read.sent <= 1.001 && ax.ours.read.rounds <= 1.05, `${f(ax.ours.read.sent, 2)} sent, ${f(ax.ours.read.rounds, 2)} round trips`],
-    ['Express read-only ≥ 1.3× express-session + connect-redis', ex.ours.read.rps.median >= 1.3 * ex['express-session'].read.rps.median, ratio(ex.ours.read.rps.median, ex['express-session'].read.rps.median)],
-    ['axum read-only ≥ 1.6× tower-sessions with always-save', ax.ours.read.rps.median >= 1.6 * ax['tower-always'].read.rps.median, ratio(ax.ours.read.rps.median, ax['tower-always'].read.rps.median)],
-    ['axum read-only ≥ 1.0× tower-sessions defaults', ax.ours.read.rps.median >= ax.tower.read.rps.median, ratio(ax.ours.read.rps.median, ax.tower.read.rps.median)],
+    ['Express read-only ≥ 1.3× express-session + connect-redis', ex.ours.read.rps.median >= 1.3 * ex['express-session'].read.rps.median, rpsRatio(ex.ours.read, ex['express-session'].read)],
+    ['Express read-only app CPU per request ≤ 0.75× express-session + connect-redis', ex.ours.read.appCpuUs <= 0.75 * ex['express-session'].read.appCpuUs, cpuRatio(ex.ours.read, ex['express-session'].read)],
+    ['axum read-only ≥ 1.6× tower-sessions with always-save', ax.ours.read.rps.median >= 1.6 * ax['tower-always'].read.rps.median, rpsRatio(ax.ours.read, ax['tower-always'].read)],
+    ['axum read-only ≥ 1.0× tower-sessions defaults', ax.ours.read.rps.median >= ax.tower.read.rps.median, rpsRatio(ax.ours.read, ax.tower.read)],
   ];
   for (const [name, s] of [['Express', ex], ['axum', ax]]) {
     for (const c of CASES) {
-      targets.push([`${name} ${c.title} ≥ 0.85× its floor`, s.ours[c.id].rps.median >= 0.85 * s.floor[c.id].rps.median, ratio(s.ours[c.id].rps.median, s.floor[c.id].rps.median)]);
+      targets.push([`${name} ${c.title} ≥ 0.85× its floor`, s.ours[c.id].rps.median >= 0.85 * s.floor[c.id].rps.median, rpsRatio(s.ours[c.id], s.floor[c.id])]);
     }
     targets.push([`${name} read-only Redis CPU ≤ 1.2× the floor's`, s.ours.read.cpuUs.median <= 1.2 * s.floor.read.cpuUs.median, ratio(s.ours.read.cpuUs.median, s.floor.read.cpuUs.median)]);
   }
@@ -514,26 +622,29 @@ async function main() {
   const started = Date.now();
   if (!existsSync(AXUM_BIN)) throw new Error(`${AXUM_BIN} is missing: run bench/run (it builds it)`);
   const meta = versions();
-  const redis = await startRedis();
   const suites = {};
   const partial = path.join(ROOT, 'target/bench-partial.json');
   for (const suite of SUITES) {
     if (!wanted(suite.key)) continue;
-    suites[suite.key] = await runSuite(redis, suite);
+    suites[suite.key] = await runSuite(suite);
     // Kept so a failure later in the run does not lose what was measured.
     writeFileSync(partial, JSON.stringify({ suites, meta }, null, 2));
   }
-  const growth = wanted('growth') ? await costGrowth(redis) : undefined;
-  await stop(redis.proc);
+  let growth;
+  if (wanted('growth')) {
+    const redis = await startRedis();
+    growth = await costGrowth(redis);
+    await stop(redis.proc);
+  }
   const rules = wanted('rules') ? rulesAlone() : undefined;
   if (ONLY) {
-    console.log(JSON.stringify({ suites, rules, growth, meta }, null, 2));
+    console.log(JSON.stringify({ suites, rules, growth, meta, stalls }, null, 2));
     return;
   }
   const text = report({ suites, rules, growth, meta, started });
   const out = path.join(ROOT, 'BENCHMARKS.md');
   writeFileSync(out, text + '\n');
-  writeFileSync(path.join(ROOT, 'target/bench-results.json'), JSON.stringify({ suites, rules, growth, meta }, null, 2));
+  writeFileSync(path.join(ROOT, 'target/bench-results.json'), JSON.stringify({ suites, rules, growth, meta, stalls }, null, 2));
   log(`wrote ${out} in ${f((Date.now() - started) / 60000, 1)} min`);
 }
 
