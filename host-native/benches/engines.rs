@@ -49,8 +49,13 @@ impl Backend for Fixed {
     }
 }
 
+/// `target/wasm-abi/session_logic.wasm`, or `SESSION_LOGIC_WASM` (as in the
+/// tests crate: measure a module built from a changed core side by side).
 fn wasm_module() -> WasmModule {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-abi/session_logic.wasm");
+    let path = std::env::var_os("SESSION_LOGIC_WASM").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-abi/session_logic.wasm"),
+        std::path::PathBuf::from,
+    );
     WasmModule::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 

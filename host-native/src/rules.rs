@@ -6,16 +6,27 @@
 //! deployment can run the very `.wasm` file that Node and edge hosts run and
 //! still be served by this host.
 //!
-//! The wasm engine is a stateless replay loop over the conformance entry
-//! point (`sl_run`, see `session_logic::abi`): it calls the module with the
-//! replies gathered so far; while the outcome is `null` it sends the last
-//! round through the backend and appends its replies (a transport failure
-//! goes in as the vector's `failure` for that round), until the module
-//! returns `{ok: outcome}` or `{error: …}`. Replaying from the start costs
-//! one extra module call per round, and buys a wasm side with no state to
-//! keep in sync: determinism (same inputs, same rounds) is the contract the
-//! conformance vectors already check, and the loop checks it again on every
-//! call by comparing the replayed rounds with the ones it sent.
+//! The wasm engine drives the module's packed, stateful exports (`sl_configure`,
+//! `sl_start`, `sl_step`, `sl_fail`, `sl_drop`; see `session_logic::abi`),
+//! which wrap the core's `conformance::Driver`. Each pooled instance is
+//! configured once with the deployment's config when it is created. An
+//! operation takes one instance for its whole life (the op lives inside it
+//! between rounds): `sl_start` with `{now, entropy, op}` answers an op
+//! number and the first step; while the step is a round (the packed form of
+//! `session_logic::wire`), the loop sends it through the backend and feeds
+//! the replies back, packed, to `sl_step` (a transport failure goes to
+//! `sl_fail` as the `BackendFailure`), until the step is the outcome JSON,
+//! `{ok: outcome}` or `{error: …}`. One module call per round plus the start,
+//! and one buffer each way per call. An op cut short (the request's future
+//! dropped) is forgotten with `sl_drop` before its instance is reused.
+//!
+//! Nothing here compares the wasm engine's rounds with native ones at run
+//! time (the old replay loop re-checked determinism on every call). Instead
+//! `tests/tests/wasm_conformance.rs` and `js/test-abi` replay every
+//! conformance vector through these same exports, under wasmtime and in
+//! Node, and check the rounds and outcome against the vector;
+//! `host-native/tests/engines.rs` runs every operation kind through both
+//! engines against the same keyspace and checks they agree.
 //!
 //! Helpers that decide no rule about Redis stay native in both engines:
 //! [`Rules::config`] and [`Rules::sid_hash`] (log redaction) read the native
@@ -63,7 +74,9 @@ impl Rules {
     }
 
     /// The rules of `module` (compiled once, shared), configured like
-    /// `engine`: the module gets `engine.config()` with every call.
+    /// `engine`: each instance of the module is configured with
+    /// `engine.config()` once, when it is created (one is created now, so a
+    /// module that refuses the config fails here).
     #[cfg(feature = "wasm-engine")]
     pub fn wasm(engine: Engine, module: &WasmModule) -> Result<Self, WasmError> {
         let pool = wasm::Pool::new(module.clone(), engine.config())?;
@@ -206,8 +219,10 @@ pub enum WasmError {
         /// The OS error.
         message: String,
     },
-    /// The file is not a session-logic wasm-abi module (does not compile,
-    /// has imports, lacks `memory`/`sl_alloc`/`sl_dealloc`/`sl_run`).
+    /// The file is not a usable session-logic wasm-abi module (does not
+    /// compile, has imports, lacks `memory` or one of the exports the engine
+    /// calls — an older module without `sl_configure`…`sl_drop` —, or
+    /// refuses the deployment's config).
     #[error(
         "{path} is not a usable session-logic wasm-abi module ({message}); \
          rebuild it with `scripts/steps/wasm`"
@@ -227,7 +242,7 @@ pub enum WasmError {
         message: String,
     },
     /// The module answered, but not with what the ABI promises (bad JSON,
-    /// wrong round count, rounds that differ between replays).
+    /// an unreadable packed round or step, no outcome after 64 rounds).
     #[error("the wasm engine broke the wasm-abi contract: {0}")]
     Contract(String),
 }
