@@ -13,7 +13,9 @@ const utf8 = new TextDecoder();
 /**
  * The executor for a client object: ioredis (`pipeline` + `callBuffer`) or
  * node-redis (`sendCommand` + `multi`). Cluster clients of node-redis take
- * different arguments: pass `{ executor }` built for them instead.
+ * different arguments: pass `{ executor }` built for them instead. Options:
+ * `timeoutMs` per round; `text: true` for rounds of string argv (replies
+ * stay as the client answers them).
  */
 export function executorFor(client, options) {
   if (client && typeof client.pipeline === 'function' && typeof client.callBuffer === 'function') {
@@ -41,21 +43,34 @@ export function memoryExecutor(memory = new Memory(), clock = Date.now) {
  * disableOfflineQueue: true, socket: { connectTimeout: 1000,
  * reconnectStrategy: (n) => (n > 3 ? false : 100) } })`.
  */
-export function nodeRedisExecutor(client, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
-  return sendCommandExecutor((argv) => client.sendCommand(argv), { timeoutMs, binary: true });
+export function nodeRedisExecutor(client, { timeoutMs = DEFAULT_TIMEOUT_MS, text = false } = {}) {
+  if (text) return sendCommandExecutor((argv) => client.sendCommand(argv), { timeoutMs, text: true });
+  return sendCommandExecutor((argv) => client.sendCommand(argv, RAW_REPLIES), { timeoutMs, binary: true });
 }
+
+/**
+ * Per-command options for node-redis 5+ (RESP3 by default): maps as flat
+ * arrays and bulk strings as Buffers, the shapes the core reads, so replies
+ * skip building an object and a string only to be flattened and re-encoded
+ * (and a client-wide typeMapping cannot change what the core sees). The
+ * codes are RESP's type bytes (`%` map, `$` bulk string); node-redis 4
+ * ignores the option and answers arrays already.
+ */
+const RAW_REPLIES = Object.freeze({
+  typeMapping: Object.freeze({ 37: Array, 36: typeof Buffer === 'function' ? Buffer : Uint8Array }),
+});
 
 /**
  * ioredis: each round is one `pipeline()` of `callBuffer`s (bulk replies as
  * bytes). Configure the client to fail fast: `new Redis({ enableOfflineQueue:
  * false, maxRetriesPerRequest: 1, connectTimeout: 1000 })`.
  */
-export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS, text = false } = {}) {
   return async (round) => {
     const pipeline = redis.pipeline();
     for (const argv of round) {
       const [name, ...args] = argv;
-      pipeline.callBuffer(utf8.decode(name), ...args.map(toBuffer));
+      pipeline.callBuffer(text ? name : utf8.decode(name), ...(text ? args : args.map(toBuffer)));
     }
     let results;
     try {
@@ -78,45 +93,38 @@ export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) 
  * Any client with a `send(argv) => Promise<reply>` (a REST client on an edge
  * runtime, a custom socket). Commands of a round are issued together, so
  * clients that auto-pipeline send them in one write. Arguments are strings
- * (everything the core emits is UTF-8) unless `binary: true`. A rejection
+ * (everything the core emits is UTF-8) unless `binary: true` (Buffers);
+ * `text: true` passes argv arrays of strings through as they are (for
+ * callers that build commands as text, like SessionLogicStore). A rejection
  * that `isReplyError` accepts is a Redis error reply (data); any other
  * rejection is a transport failure.
  */
-export function sendCommandExecutor(send, { timeoutMs = DEFAULT_TIMEOUT_MS, binary = false, isReplyError: isReply = isReplyError } = {}) {
-  // One promise and one timer per round (no Promise.race/all chains): this
-  // runs on every request.
+export function sendCommandExecutor(send, { timeoutMs = DEFAULT_TIMEOUT_MS, binary = false, text = false, isReplyError: isReply = isReplyError } = {}) {
+  const watchdog = new Watchdog(timeoutMs);
+  // One promise per round and no timer of its own (see Watchdog): this runs
+  // on every request.
   return (round) =>
     new Promise((resolve, reject) => {
       const replies = new Array(round.length);
       let left = round.length;
       if (left === 0) return resolve(replies);
-      let settled = false;
-      const timer = setTimeout(() => {
-        settled = true;
-        reject(new TransportFailure('timeout', `redis round took over ${timeoutMs} ms`));
-      }, timeoutMs);
+      const pending = watchdog.watch(reject);
       const done = (i, reply) => {
         replies[i] = reply;
-        if (--left === 0 && !settled) {
-          settled = true;
-          clearTimeout(timer);
-          resolve(replies);
-        }
+        if (--left === 0 && watchdog.release(pending)) resolve(replies);
       };
       const fail = (e) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        reject(asFailure(e));
+        if (watchdog.release(pending)) reject(asFailure(e));
       };
-      round.forEach((argv, i) => {
-        let pending;
+      for (let i = 0; i < round.length; i++) {
+        const argv = round[i];
+        let sent;
         try {
-          pending = send(binary ? argv.map(toBuffer) : argv.map((a) => utf8.decode(a)));
+          sent = send(text ? argv : binary ? argv.map(toBuffer) : argv.map(toText));
         } catch (e) {
-          pending = Promise.reject(e);
+          sent = Promise.reject(e);
         }
-        Promise.resolve(pending).then(
+        Promise.resolve(sent).then(
           (reply) => {
             try {
               done(i, normalize(reply));
@@ -126,8 +134,62 @@ export function sendCommandExecutor(send, { timeoutMs = DEFAULT_TIMEOUT_MS, bina
           },
           (e) => (isReply(e) ? done(i, e) : fail(e)),
         );
-      });
+      }
     });
+}
+
+/**
+ * The round timeout without a timer per round: rounds in flight sit in a
+ * set with their start time, and one interval (every quarter of the
+ * timeout; it holds the process open only while rounds are in flight, and
+ * stops at the first sweep that finds none) rejects those older than the
+ * timeout. A round that hangs fails after between 1 and 1.25 timeouts; a
+ * round that answers costs a set insertion and deletion instead of a
+ * setTimeout/clearTimeout pair and its timer object.
+ */
+class Watchdog {
+  constructor(timeoutMs) {
+    if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) {
+      throw new TypeError(`timeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
+    }
+    this.timeoutMs = timeoutMs;
+    this.inFlight = new Set();
+    this.timer = null;
+  }
+
+  /** Start watching a round; `reject` gets the timeout. Returns its token. */
+  watch(reject) {
+    const entry = { started: Date.now(), reject };
+    this.inFlight.add(entry);
+    if (this.timer === null) {
+      this.timer = setInterval(() => this.sweep(), Math.max(1, Math.floor(this.timeoutMs / 4)));
+    } else if (this.inFlight.size === 1) {
+      this.timer.ref?.();
+    }
+    return entry;
+  }
+
+  /** The round settled: true when it had not timed out (settle it), false when it had. */
+  release(entry) {
+    if (!this.inFlight.delete(entry)) return false;
+    // Idle: the interval must not keep the process alive (a round in
+    // flight does, as a timer of its own would).
+    if (this.inFlight.size === 0) this.timer?.unref?.();
+    return true;
+  }
+
+  sweep() {
+    const expired = Date.now() - this.timeoutMs;
+    for (const entry of this.inFlight) {
+      if (entry.started > expired) continue;
+      this.release(entry);
+      entry.reject(new TransportFailure('timeout', `redis round took over ${this.timeoutMs} ms`));
+    }
+    if (this.inFlight.size === 0) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
 }
 
 /** Redis error replies as node-redis (ErrorReply) and ioredis (ReplyError) raise them. */
@@ -147,6 +209,10 @@ export function normalize(reply) {
   if (reply instanceof Set) return [...reply].map(normalize);
   if (typeof reply === 'object') return Object.entries(reply).flatMap(([k, v]) => [k, normalize(v)]);
   return String(reply);
+}
+
+function toText(a) {
+  return typeof a === 'string' ? a : utf8.decode(a);
 }
 
 function toBuffer(u8) {

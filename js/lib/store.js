@@ -62,7 +62,14 @@ export class SessionLogicStore extends Store {
     if (options.disableTTL) {
       throw new TypeError('SessionLogicStore: option `disableTTL` is not supported: a session without an expiry lives in Redis forever');
     }
-    this.execute = options.executor ?? executorFor(options.client, options);
+    // A round of text commands: straight to the client (node-redis and
+    // ioredis take strings); a caller's executor takes bytes, as the core's.
+    if (options.executor) {
+      const execute = options.executor;
+      this.execute = (commands) => execute(commands.map((argv) => argv.map((a) => utf8Encoder.encode(a))));
+    } else {
+      this.execute = executorFor(options.client, { ...options, text: true });
+    }
     this.prefix = options.prefix ?? 'sess:';
     if (typeof this.prefix !== 'string' || /[*?[\]\\]/.test(this.prefix)) {
       throw new TypeError('SessionLogicStore: `prefix` must be a string without glob characters (* ? [ ] \\)');
@@ -211,7 +218,7 @@ export class SessionLogicStore extends Store {
   async #round(commands, pass = () => false) {
     let replies;
     try {
-      replies = await this.execute(commands.map((argv) => argv.map((a) => utf8Encoder.encode(a))));
+      replies = await this.execute(commands);
     } catch (e) {
       const timeout = e?.kind === 'timeout';
       const err = sessionError(timeout ? 'backend_timeout' : 'backend_unavailable', 503, `Redis ${timeout ? 'timed out' : 'is unavailable'}: ${e?.message ?? e}`);

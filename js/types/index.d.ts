@@ -203,12 +203,18 @@ export class Sessions {
 }
 
 export interface ExecutorOptions {
-  /** Bound on one round, ms (default 2000). */
+  /** Bound on one round, ms (default 2000); a hung round fails within 1.25× of it. */
   timeoutMs?: number;
+  /**
+   * Rounds of string argv, passed to the client as they are (replies as the
+   * client answers them): for callers that build commands as text, like
+   * SessionLogicStore. Not for `Sessions`, whose rounds are bytes.
+   */
+  text?: boolean;
 }
 
 export function memoryExecutor(memory?: Memory, clock?: () => number): Executor & { memory: Memory };
-/** node-redis v4+: `multi().execAsPipeline()` per round. */
+/** node-redis v4+: one `sendCommand` per command, issued together (auto-pipelined). */
 export function nodeRedisExecutor(client: { multi(): any }, options?: ExecutorOptions): Executor;
 /** ioredis: `pipeline()` of `callBuffer`s per round. */
 export function ioredisExecutor(redis: { pipeline(): any }, options?: ExecutorOptions): Executor;
