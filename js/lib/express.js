@@ -118,10 +118,7 @@ export function session(options = {}) {
         const view = new RequestSession(handle, sessions.engine, req);
         req.session = view;
         defineSessionID(req);
-        deferHeaders(res, () => finish(req, res, handle, view, unset), (err) => {
-          handle.close();
-          next(err);
-        });
+        deferHeaders(res, new Hold(req, res, handle, view, unset, next));
         next();
       },
       (err) => {
@@ -269,42 +266,70 @@ function hold(res, h, name, args) {
         h.restore(res);
         h.state = 'done';
         const held = h.held;
-        h.held = [];
+        h.held = null;
         for (let i = 0; i < held.length; i += 2) h.original[held[i]].apply(res, held[i + 1]);
       },
       (err) => {
         h.restore(res);
         h.state = 'done';
-        h.held = [];
+        h.held = null;
         vary(res);
         h.failed(err);
       },
     );
   }
-  h.held.push(name, args);
+  (h.held ??= []).push(name, args);
   return name === 'write' ? true : res;
 }
 
-const noRestore = () => {};
+/**
+ * One response's hold: what `hold` needs, as one object per request (no
+ * closures): `before()` runs the end-of-request write, `failed(err)` hands
+ * its failure to Express's error handler.
+ */
+class Hold {
+  constructor(req, res, handle, view, unset, next) {
+    this.state = 'open';
+    /** Held calls as (name, args) pairs; allocated on the first one. */
+    this.held = null;
+    this.req = req;
+    this.res = res;
+    this.handle = handle;
+    this.view = view;
+    this.unset = unset;
+    this.next = next;
+    /** The methods the hooks delegate to (set by deferHeaders). */
+    this.original = null;
+    /** Own wrappers to remove when done; null when the prototype hooks serve. */
+    this.own = null;
+  }
 
-function deferHeaders(res, before, failed) {
+  before() {
+    return finish(this.req, this.res, this.handle, this.view, this.unset);
+  }
+
+  failed(err) {
+    this.handle.close();
+    this.next(err);
+  }
+
+  restore(res) {
+    if (this.own === null) return;
+    for (const n of HOOKED) res[n] = this.own[n];
+  }
+}
+
+function deferHeaders(res, h) {
   const proto = Object.getPrototypeOf(res);
   const shared = proto !== ServerResponse.prototype && HOOKED.every((n) => !Object.hasOwn(res, n));
   if (shared) {
-    res[HOLD] = { state: 'open', held: [], before, failed, original: hookPrototype(proto), restore: noRestore };
+    h.original = hookPrototype(proto);
+    res[HOLD] = h;
     return;
   }
   const original = { writeHead: res.writeHead, write: res.write, end: res.end, flushHeaders: res.flushHeaders };
-  const h = {
-    state: 'open',
-    held: [],
-    before,
-    failed,
-    original,
-    restore: (r) => {
-      for (const n of HOOKED) r[n] = original[n];
-    },
-  };
+  h.original = original;
+  h.own = original;
   for (const name of HOOKED) {
     res[name] = function held_(...args) {
       if (h.state === 'done') return original[name].apply(res, args);
@@ -315,7 +340,13 @@ function deferHeaders(res, before, failed) {
 
 const SYNC = Symbol('sync');
 const LOAD = Symbol('load');
-const HANDLE = new WeakMap();
+/**
+ * The per-request state of a `req.session`, under a symbol key and not
+ * enumerable: `Object.keys`, `JSON.stringify`, spreads and `for…in` see the
+ * data only. (A WeakMap did the same job at the cost of an ephemeron entry
+ * per request for the GC to trace.)
+ */
+const STATE = Symbol('session-logic.state');
 
 function settle(promise, cb) {
   if (typeof cb !== 'function') return promise;
@@ -334,18 +365,18 @@ export class RequestSession {
   constructor(handle, engine, req) {
     // One state object per request (the handle, and the data as last
     // loaded or saved, as JSON text); the data stay the only own properties.
-    HANDLE.set(this, { handle, engine, req, snapshot: '{}' });
+    Object.defineProperty(this, STATE, { value: { handle, engine, req, snapshot: '{}' } });
     this[LOAD]();
   }
 
   /** The session ID once stored (`undefined` for a new session until it is saved). The bearer secret: never log it. */
   get id() {
-    return HANDLE.get(this).handle.core.id ?? undefined;
+    return this[STATE].handle.core.id ?? undefined;
   }
 
   /** The cookie's attributes, read-only: lifetimes are server-side config. */
   get cookie() {
-    const { handle, engine } = HANDLE.get(this);
+    const { handle, engine } = this[STATE];
     return new SessionCookie(engine.config, handle.core.deadline ?? undefined);
   }
 
@@ -372,7 +403,7 @@ export class RequestSession {
 
   /** Delete the session now; `req.session` becomes undefined. */
   destroy(cb) {
-    const { handle, req } = HANDLE.get(this);
+    const { handle, req } = this[STATE];
     return settle(
       handle.destroy().then(() => {
         if (req && req.session === this) req.session = undefined;
@@ -405,7 +436,7 @@ export class RequestSession {
 
   /** Slide the idle deadline even if nothing changes (reads already do, throttled). */
   touch() {
-    HANDLE.get(this).handle.touchDue = true;
+    this[STATE].handle.touchDue = true;
     return this;
   }
 
@@ -415,14 +446,14 @@ export class RequestSession {
 
   /** Bind the signed-in user (call `regenerate` in the same request). */
   bindUser(user) {
-    const { handle } = HANDLE.get(this);
+    const { handle } = this[STATE];
     handle.check();
     handle.core.setUser(String(user), Date.now());
     return this;
   }
 
   unbindUser() {
-    const { handle } = HANDLE.get(this);
+    const { handle } = this[STATE];
     handle.check();
     handle.core.clearUser();
     return this;
@@ -430,30 +461,30 @@ export class RequestSession {
 
   /** The bound user id, or `undefined`. */
   boundUser() {
-    return HANDLE.get(this).handle.core.user ?? undefined;
+    return this[STATE].handle.core.user ?? undefined;
   }
 
   /** When the bound user signed in (unix ms), or `undefined`. */
   authAt() {
-    return HANDLE.get(this).handle.core.authAt ?? undefined;
+    return this[STATE].handle.core.authAt ?? undefined;
   }
 
   /** When the session ends unless used again (unix ms), or `undefined` before it is stored. */
   expiresAt() {
-    const { handle, engine } = HANDLE.get(this);
+    const { handle, engine } = this[STATE];
     return engine.expiresAt(handle.core) ?? undefined;
   }
 
   /** A keyed hash of the ID: the form that may be logged. */
   idHash() {
-    const { handle, engine } = HANDLE.get(this);
+    const { handle, engine } = this[STATE];
     return engine.sidHash(handle.core) ?? undefined;
   }
 
   /** Sign the bound user out everywhere (this session too unless `keepCurrent`); resolves with the count. */
   logoutEverywhere(options, cb) {
     if (typeof options === 'function') [options, cb] = [undefined, options];
-    const { req } = HANDLE.get(this);
+    const { req } = this[STATE];
     return settle(
       run(this, async (h) => {
         const count = await h.logoutEverywhere(options);
@@ -482,7 +513,7 @@ export class RequestSession {
 
   /** Copy the core's data onto own properties and remember it as saved. */
   [LOAD]() {
-    const state = HANDLE.get(this);
+    const state = this[STATE];
     for (const key of Object.keys(this)) delete this[key];
     // One JSON text for all the data: one call out of the module, one parse.
     const json = state.handle.core.dataJson();
@@ -505,7 +536,7 @@ export class RequestSession {
    * (or now `undefined`) removed.
    */
   [SYNC]() {
-    const state = HANDLE.get(this);
+    const state = this[STATE];
     const { handle } = state;
     handle.check();
     const now = JSON.stringify(this);
@@ -527,7 +558,7 @@ export class RequestSession {
 }
 
 function run(view, fn) {
-  const { handle } = HANDLE.get(view);
+  const { handle } = view[STATE];
   return Promise.resolve().then(() => {
     handle.check();
     return fn(handle);
