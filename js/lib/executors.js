@@ -45,7 +45,11 @@ export function memoryExecutor(memory = new Memory(), clock = Date.now) {
  */
 export function nodeRedisExecutor(client, { timeoutMs = DEFAULT_TIMEOUT_MS, text = false } = {}) {
   if (text) return sendCommandExecutor((argv) => client.sendCommand(argv), { timeoutMs, text: true });
-  return sendCommandExecutor((argv) => client.sendCommand(argv, RAW_REPLIES), { timeoutMs, binary: true });
+  // Arguments as strings (see unpackRound): `text` tells runOp to unpack
+  // rounds that way; a round of bytes handed in directly is converted.
+  const execute = sendCommandExecutor((argv) => client.sendCommand(argv, RAW_REPLIES), { timeoutMs, text: true });
+  execute.text = true;
+  return execute;
 }
 
 /**
@@ -95,7 +99,8 @@ export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS, text = 
  * clients that auto-pipeline send them in one write. Arguments are strings
  * (everything the core emits is UTF-8) unless `binary: true` (Buffers);
  * `text: true` passes argv arrays of strings through as they are (for
- * callers that build commands as text, like SessionLogicStore). A rejection
+ * callers that build commands as text, like SessionLogicStore, and for
+ * rounds runOp unpacked as text) and decodes any bytes. A rejection
  * that `isReplyError` accepts is a Redis error reply (data); any other
  * rejection is a transport failure.
  */
@@ -120,7 +125,7 @@ export function sendCommandExecutor(send, { timeoutMs = DEFAULT_TIMEOUT_MS, bina
         const argv = round[i];
         let sent;
         try {
-          sent = send(text ? argv : binary ? argv.map(toBuffer) : argv.map(toText));
+          sent = send(text ? allText(argv) : binary ? argv.map(toBuffer) : argv.map(toText));
         } catch (e) {
           sent = Promise.reject(e);
         }
@@ -209,6 +214,14 @@ export function normalize(reply) {
   if (reply instanceof Set) return [...reply].map(normalize);
   if (typeof reply === 'object') return Object.entries(reply).flatMap(([k, v]) => [k, normalize(v)]);
   return String(reply);
+}
+
+/** `argv` itself when every argument is a string, else a copy with bytes decoded. */
+function allText(argv) {
+  for (let i = 0; i < argv.length; i++) {
+    if (typeof argv[i] !== 'string') return argv.map(toText);
+  }
+  return argv;
 }
 
 function toText(a) {

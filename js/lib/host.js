@@ -47,7 +47,8 @@ export function createEngine(config = {}) {
  * Drive one operation to its outcome: send each round through `execute`
  * (one pipeline per round), feed the replies back, repeat. A round leaves
  * the module and its replies enter it as one packed buffer each (see
- * wire.js); executors still see argv arrays and answer plain replies. An
+ * wire.js); executors still see argv arrays (of Buffers, or of strings for
+ * an executor marked `text = true`) and answer plain replies. An
  * executor that throws reports a transport failure; the core decides what
  * it means. Resolves with the outcome, rejects with a SessionError. Frees
  * the op.
@@ -58,7 +59,7 @@ export async function runOp(op, execute) {
     while (typeof step !== 'string') {
       let replies;
       try {
-        replies = await execute(unpackRound(step));
+        replies = await execute(unpackRound(step, 1, execute.text === true));
       } catch (e) {
         op.fail(failureKind(e), String(e?.message ?? e));
         step = op.step();

@@ -19,14 +19,21 @@ const TWO_32 = 2 ** 32;
 const encoder = new TextEncoder();
 const hasBuffer = typeof Buffer === 'function';
 
+const decoder = new TextDecoder();
+
 /**
  * A packed round (`[0, …round]` as `Op.step` answers, from offset 1) as
  * argv arrays of byte views on the same buffer (Buffers in Node, which
- * node-redis and ioredis write without a copy).
+ * node-redis and ioredis write without a copy), or with `text` as argv
+ * arrays of strings (everything the core emits is UTF-8): node-redis
+ * writes a string argument into one string per command, but each Buffer
+ * argument as a chunk of its own, so a round of Buffers costs a socket
+ * write of dozens of chunks.
  */
-export function unpackRound(bytes, offset = 1) {
+export function unpackRound(bytes, offset = 1, text = false) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const base = bytes.byteOffset;
+  if (text) return unpackText(bytes, view, offset);
   let at = offset;
   const count = view.getUint32(at, true);
   at += 4;
@@ -39,6 +46,27 @@ export function unpackRound(bytes, offset = 1) {
       const len = view.getUint32(at, true);
       at += 4;
       argv[a] = hasBuffer ? Buffer.from(bytes.buffer, base + at, len) : new Uint8Array(bytes.buffer, base + at, len);
+      at += len;
+    }
+    round[c] = argv;
+  }
+  return round;
+}
+
+function unpackText(bytes, view, offset) {
+  const buf = hasBuffer ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : null;
+  let at = offset;
+  const count = view.getUint32(at, true);
+  at += 4;
+  const round = new Array(count);
+  for (let c = 0; c < count; c++) {
+    const n = view.getUint32(at, true);
+    at += 4;
+    const argv = new Array(n);
+    for (let a = 0; a < n; a++) {
+      const len = view.getUint32(at, true);
+      at += 4;
+      argv[a] = buf ? buf.utf8Slice(at, at + len) : decoder.decode(bytes.subarray(at, at + len));
       at += len;
     }
     round[c] = argv;

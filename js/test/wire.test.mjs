@@ -51,3 +51,29 @@ test('a packed round unpacks to argv views', () => {
   const round = unpackRound(bytes);
   assert.deepEqual(round.map((argv) => argv.map((a) => Buffer.from(a).toString())), [['GET', 'k']]);
 });
+
+test('unpackRound as text gives the same arguments as strings', () => {
+  const args = [['EVALSHA', 'abc', '1', 'sess:é😀', ''], ['GET', 'k']];
+  const enc = new TextEncoder();
+  const parts = [new Uint8Array([0]), u32(args.length)];
+  for (const argv of args) {
+    parts.push(u32(argv.length));
+    for (const a of argv) {
+      const b = enc.encode(a);
+      parts.push(u32(b.length), b);
+    }
+  }
+  const packed = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    packed.set(p, at);
+    at += p.length;
+  }
+  // A view at an offset inside a bigger buffer, as wasm-bindgen hands out.
+  const outer = new Uint8Array(packed.length + 7);
+  outer.set(packed, 7);
+  const view = outer.subarray(7);
+  assert.deepEqual(unpackRound(view, 1, true), args);
+  assert.deepEqual(unpackRound(view).map((argv) => argv.map((b) => new TextDecoder().decode(b))), args);
+});
+
