@@ -303,7 +303,8 @@ function fromHash(reply) {
 }
 
 function settle(fn, cb) {
-  const promise = Promise.resolve().then(fn);
+  // fn's synchronous throw becomes a rejection, without a microtask hop first.
+  const promise = new Promise((resolve) => resolve(fn()));
   if (typeof cb !== 'function') return promise;
   promise.then(
     (v) => queueMicrotask(() => cb(null, v ?? null)),
