@@ -32,8 +32,7 @@ const decoder = new TextDecoder();
  */
 export function unpackRound(bytes, offset = 1, text = false) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const base = bytes.byteOffset;
-  if (text) return unpackText(bytes, view, offset);
+  const buf = hasBuffer ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes;
   let at = offset;
   const count = view.getUint32(at, true);
   at += 4;
@@ -45,29 +44,10 @@ export function unpackRound(bytes, offset = 1, text = false) {
     for (let a = 0; a < n; a++) {
       const len = view.getUint32(at, true);
       at += 4;
-      argv[a] = hasBuffer ? Buffer.from(bytes.buffer, base + at, len) : new Uint8Array(bytes.buffer, base + at, len);
-      at += len;
-    }
-    round[c] = argv;
-  }
-  return round;
-}
-
-function unpackText(bytes, view, offset) {
-  const buf = hasBuffer ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : null;
-  let at = offset;
-  const count = view.getUint32(at, true);
-  at += 4;
-  const round = new Array(count);
-  for (let c = 0; c < count; c++) {
-    const n = view.getUint32(at, true);
-    at += 4;
-    const argv = new Array(n);
-    for (let a = 0; a < n; a++) {
-      const len = view.getUint32(at, true);
-      at += 4;
-      argv[a] = buf ? buf.utf8Slice(at, at + len) : decoder.decode(bytes.subarray(at, at + len));
-      at += len;
+      const end = at + len;
+      if (!text) argv[a] = buf.subarray(at, end);
+      else argv[a] = hasBuffer ? buf.utf8Slice(at, end) : decoder.decode(buf.subarray(at, end));
+      at = end;
     }
     round[c] = argv;
   }
