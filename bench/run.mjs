@@ -488,6 +488,25 @@ function versions() {
   };
 }
 
+/** The typical mix: request kind → share (issue 13: 90 % reads, 9 % changes, 1 % sign-ins). */
+const MIX = [['read', 0.9], ['write', 0.09], ['signin', 0.01]];
+
+/** One contender's figures on MIX, from its per-kind results. */
+function mixOf(byKind) {
+  let secondsPerRequest = 0;
+  let appCpuUs = 0;
+  let redisCpuUs = 0;
+  let commands = 0;
+  for (const [id, share] of MIX) {
+    const x = byKind[id];
+    secondsPerRequest += share / x.rps.median;
+    appCpuUs += share * x.appCpuUs;
+    redisCpuUs += share * x.cpuUs.median;
+    commands += share * x.commands;
+  }
+  return { rps: 1 / secondsPerRequest, appCpuUs, redisCpuUs, commands };
+}
+
 const f = (x, d = 0) => x.toFixed(d);
 const range = (s, d = 0) => `${f(s.median, d)} (${f(s.min, d)}–${f(s.max, d)})`;
 const ratio = (a, b) => (b > 0 ? `${(a / b).toFixed(2)}×` : '–');
@@ -558,6 +577,19 @@ function report({ suites, rules, growth, meta, started }) {
     w();
     const peer = suite.contenders.find((x) => x.id === suite.cpuPeer);
     w(`**Read-only, app CPU per request, ours ÷ ${peer.name}: ${cpuRatio(res.ours.read, res[peer.id].read)}**${suite.cpuTarget ? ` (target ≤ ${suite.cpuTarget}×)` : ''}.`);
+    w();
+    w(`### Typical mix: ${MIX.map(([id, share]) => `${share * 100} % ${CASES.find((c) => c.id === id).title}`).join(', ')}`);
+    w();
+    w('Computed from the per-kind medians above, not measured as a mix: req/s = 1 ÷ Σ (share ÷ req/s of the kind), the rate one app process sustains on that mix; app CPU, Redis CPU and Redis commands per request = Σ share × the kind\'s figure. Redis CPU per request is what decides how many app servers one Redis (or one Cluster shard) carries.');
+    w();
+    w('| contender | req/s | app CPU µs/req | Redis CPU µs/req | Redis cmds/req (executed) | req/s, ours ÷ it | Redis CPU, ours ÷ it |');
+    w('|---|---|---|---|---|---|---|');
+    const ourMix = mixOf(res.ours);
+    for (const contender of suite.contenders) {
+      const m = mixOf(res[contender.id]);
+      const mine = contender.id === 'ours';
+      w(`| ${contender.name} | ${f(m.rps)} | ${f(m.appCpuUs, 1)} | ${f(m.redisCpuUs, 1)} | ${f(m.commands, 2)} | ${mine ? '1.00×' : ratio(ourMix.rps, m.rps)} | ${mine ? '1.00×' : ratio(ourMix.redisCpuUs, m.redisCpuUs)} |`);
+    }
     w();
   }
   w('## The rules alone');
