@@ -14,8 +14,8 @@ const utf8 = new TextDecoder();
  * The executor for a client object: ioredis (`pipeline` + `callBuffer`) or
  * node-redis (`sendCommand` + `multi`). Cluster clients of node-redis take
  * different arguments: pass `{ executor }` built for them instead. Options:
- * `timeoutMs` per round; `text: true` for rounds of string argv (replies
- * stay as the client answers them).
+ * `timeoutMs` per round; `text: true` for rounds of string argv (the
+ * node-redis executor takes strings and bytes alike).
  */
 export function executorFor(client, options) {
   if (client && typeof client.pipeline === 'function' && typeof client.callBuffer === 'function') {
@@ -43,10 +43,10 @@ export function memoryExecutor(memory = new Memory(), clock = Date.now) {
  * disableOfflineQueue: true, socket: { connectTimeout: 1000,
  * reconnectStrategy: (n) => (n > 3 ? false : 100) } })`.
  */
-export function nodeRedisExecutor(client, { timeoutMs = DEFAULT_TIMEOUT_MS, text = false } = {}) {
-  if (text) return sendCommandExecutor((argv) => client.sendCommand(argv), { timeoutMs, text: true });
+export function nodeRedisExecutor(client, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
   // Arguments as strings (see unpackRound): `text` tells runOp to unpack
-  // rounds that way; a round of bytes handed in directly is converted.
+  // rounds that way; a round of bytes handed in directly is converted, and
+  // a round of strings (SessionLogicStore's) goes through as it is.
   const execute = sendCommandExecutor((argv) => client.sendCommand(argv, RAW_REPLIES), { timeoutMs, text: true });
   execute.text = true;
   return execute;
@@ -70,6 +70,7 @@ const RAW_REPLIES = Object.freeze({
  * false, maxRetriesPerRequest: 1, connectTimeout: 1000 })`.
  */
 export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS, text = false } = {}) {
+  const watchdog = new Watchdog(timeoutMs);
   return async (round) => {
     const pipeline = redis.pipeline();
     for (const argv of round) {
@@ -78,7 +79,7 @@ export function ioredisExecutor(redis, { timeoutMs = DEFAULT_TIMEOUT_MS, text = 
     }
     let results;
     try {
-      results = await withTimeout(pipeline.exec(), timeoutMs);
+      results = await watched(watchdog, pipeline.exec());
     } catch (e) {
       throw asFailure(e);
     }
@@ -241,10 +242,13 @@ function asFailure(e) {
   return new TransportFailure(kind, String(e?.message ?? e), { cause: e });
 }
 
-function withTimeout(promise, ms) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new TransportFailure('timeout', `redis round took over ${ms} ms`)), ms);
+/** `promise`, failed as a timeout if the watchdog finds it hung. */
+function watched(watchdog, promise) {
+  return new Promise((resolve, reject) => {
+    const pending = watchdog.watch(reject);
+    promise.then(
+      (v) => watchdog.release(pending) && resolve(v),
+      (e) => watchdog.release(pending) && reject(e),
+    );
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

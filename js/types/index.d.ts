@@ -206,9 +206,9 @@ export interface ExecutorOptions {
   /** Bound on one round, ms (default 2000); a hung round fails within 1.25× of it. */
   timeoutMs?: number;
   /**
-   * Rounds of string argv, passed to the client as they are (replies as the
-   * client answers them): for callers that build commands as text, like
-   * SessionLogicStore. Not for `Sessions`, whose rounds are bytes.
+   * ioredis: rounds of string argv, passed to the client as they are (for
+   * callers that build commands as text, like SessionLogicStore). The
+   * node-redis executor takes string and byte rounds alike.
    */
   text?: boolean;
 }

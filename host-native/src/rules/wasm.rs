@@ -382,15 +382,10 @@ impl Lease<'_> {
         let result = abi
             .call(call, input, |out| match call {
                 Call::Start => {
-                    let (n, step) = out.split_at_checked(4).ok_or_else(|| {
+                    let (n, step) = out.split_first_chunk::<4>().ok_or_else(|| {
                         WasmError::Contract("sl_start answered without an op number".into())
                     })?;
-                    let n = <[u8; 4]>::try_from(n)
-                        .map(u32::from_le_bytes)
-                        .map_err(|_| {
-                            WasmError::Contract("sl_start answered without an op number".into())
-                        })?;
-                    Ok((n, next(step)?))
+                    Ok((u32::from_le_bytes(*n), next(step)?))
                 }
                 _ => Ok((0, next(out)?)),
             })
