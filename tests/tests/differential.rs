@@ -45,7 +45,7 @@ use serde_json::{Value as Json, json};
 use session_logic::config::IdFormat;
 use session_logic::memory::{Memory, Value as MemValue};
 use session_logic::scripts::Script;
-use session_logic::step::{Reply, Round, Step};
+use session_logic::step::{Command, Reply, Round, Step};
 use session_logic::{Config, Engine, Entropy, Error, Op, Outcome, Session, UnixMillis, UserId};
 use session_tests::{RedisCluster, RedisServer, execute_round, execute_round_cluster};
 
@@ -587,6 +587,58 @@ const REAP: &str = "local n = 0 \
 struct RedisBackend<'c> {
     conn: &'c mut redis::Connection,
     clock: Clock,
+    /// A deliberately broken copy of one script, run on the Redis side only.
+    mutant: Option<&'c Mutant>,
+}
+
+/// A deliberately broken copy of one of our scripts: `find` replaced by
+/// `replace` in its source. Redis runs the copy (as `EVAL`) wherever the
+/// machine sends that script, the in-memory backend keeps the real one, and
+/// the differential test must notice.
+struct Mutant {
+    name: &'static str,
+    script: Script,
+    find: &'static str,
+    replace: &'static str,
+}
+
+impl Mutant {
+    fn source(&self) -> String {
+        let real = self.script.source();
+        assert!(
+            real.contains(self.find),
+            "mutant {}: {}.lua no longer contains {:?}; update the mutant",
+            self.name,
+            self.script.name(),
+            self.find
+        );
+        real.replacen(self.find, self.replace, 1)
+    }
+
+    /// `round` with every call of the mutated script replaced by `EVAL` of the copy.
+    fn rewrite(&self, round: &Round) -> Round {
+        let source = self.source().into_bytes();
+        Round(
+            round
+                .commands()
+                .iter()
+                .map(|cmd| {
+                    let script = match cmd.0.get(1) {
+                        Some(body) if cmd.name() == b"EVALSHA" => Script::from_sha1(body),
+                        Some(body) if cmd.name() == b"EVAL" => Script::from_source(body),
+                        _ => None,
+                    };
+                    if script != Some(self.script) {
+                        return cmd.clone();
+                    }
+                    let mut argv = cmd.0.clone();
+                    argv[0] = b"EVAL".to_vec();
+                    argv[1] = source.clone();
+                    Command(argv)
+                })
+                .collect(),
+        )
+    }
 }
 
 impl RedisBackend<'_> {
@@ -605,7 +657,9 @@ impl RedisBackend<'_> {
 impl Backend for RedisBackend<'_> {
     fn round(&mut self, round: &Round, now: UnixMillis) -> Vec<Reply> {
         self.reap(now);
-        execute_round(self.conn, round).unwrap_or_else(|e| panic!("transport failure: {e}"))
+        let mutated = self.mutant.map(|m| m.rewrite(round));
+        execute_round(self.conn, mutated.as_ref().unwrap_or(round))
+            .unwrap_or_else(|e| panic!("transport failure: {e}"))
     }
     fn flush_scripts(&mut self) {
         let _: () = redis::cmd("SCRIPT")
@@ -1187,6 +1241,27 @@ fn run_case(
     base: u64,
     mut coverage: Option<&mut Coverage>,
 ) -> Result<(), Mismatch> {
+    run_case_with(
+        case,
+        actions,
+        clock,
+        conn,
+        base,
+        coverage.as_deref_mut(),
+        None,
+    )
+}
+
+/// [`run_case`] with Redis running `mutant` in place of the real script.
+fn run_case_with(
+    case: &Case,
+    actions: &[Action],
+    clock: Clock,
+    conn: &mut redis::Connection,
+    base: u64,
+    mut coverage: Option<&mut Coverage>,
+    mutant: Option<&Mutant>,
+) -> Result<(), Mismatch> {
     let _: () = redis::cmd("FLUSHALL").query(conn).unwrap();
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(conn).unwrap();
     let engine = Engine::new(case.config.clone()).unwrap();
@@ -1197,7 +1272,11 @@ fn run_case(
     for (i, action) in actions.iter().enumerate() {
         let a = perform(&engine, action, &mut mem_side, &mut memory, &mut mem_now);
         let b = {
-            let mut redis = RedisBackend { conn, clock };
+            let mut redis = RedisBackend {
+                conn,
+                clock,
+                mutant,
+            };
             perform(&engine, action, &mut redis_side, &mut redis, &mut redis_now)
         };
         match (a, b) {
@@ -1241,7 +1320,11 @@ fn run_case(
             }
         }
     }
-    let mut redis = RedisBackend { conn, clock };
+    let mut redis = RedisBackend {
+        conn,
+        clock,
+        mutant,
+    };
     redis.reap(redis_now);
     let m = memory_keyspace(&memory.0, mem_now);
     let r = redis_keyspace(conn);
@@ -1503,6 +1586,126 @@ fn memory_backend_and_real_redis_agree_on_random_sequences() {
             );
         }
     }
+}
+
+/// Copies of the scripts, each missing one thing a rule depends on. The
+/// slimmed scripts (one HMGET, one HSET, a marker written in place, an index
+/// expiry that only extends) are only as safe as this test is sharp: each
+/// copy must be caught within a bounded number of random sequences.
+const MUTANTS: &[Mutant] = &[
+    Mutant {
+        name: "save without its liveness check (resurrection)",
+        script: Script::Save,
+        find: "if not t or not d or now >= math.min(t + tonumber(ARGV[2]), d) then return 0 end",
+        replace: "if not t or not d then return 0 end",
+    },
+    Mutant {
+        name: "save that writes a session that is gone",
+        script: Script::Save,
+        find: "if not f[1] or not f[2] then return 0 end",
+        replace: "if not f[1] or not f[2] then f[1] = ARGV[1] f[2] = ARGV[3] end",
+    },
+    Mutant {
+        name: "save that does not bump the revision",
+        script: Script::Save,
+        find: "local rev = (tonumber(f[4]) or 0) + 1",
+        replace: "local rev = tonumber(f[4]) or 0",
+    },
+    Mutant {
+        name: "save that never touches",
+        script: Script::Save,
+        find: "if now > t then",
+        replace: "if false then",
+    },
+    Mutant {
+        name: "retire that does not mark the old record",
+        script: Script::Retire,
+        find: "redis.call('HSET', KEYS[1], '$rotated', ARGV[3])",
+        replace: "redis.call('HSET', KEYS[1], '$retired', ARGV[3])",
+    },
+    Mutant {
+        name: "retire that ignores a parallel save",
+        script: Script::Retire,
+        find: "f[4] ~= ARGV[4]",
+        replace: "false",
+    },
+    Mutant {
+        name: "retire that keeps the old record's expiry",
+        script: Script::Retire,
+        find: "redis.call('PEXPIREAT', KEYS[1], ARGV[3])",
+        replace: "",
+    },
+    Mutant {
+        name: "index without a TTL on a new key",
+        script: Script::Index,
+        find: "redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')",
+        replace: "",
+    },
+    Mutant {
+        name: "index that never prunes",
+        script: Script::Index,
+        find: "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])",
+        replace: "",
+    },
+    Mutant {
+        name: "revoke that deletes rotated markers",
+        script: Script::Revoke,
+        find: "f[1] == ARGV[1] and not f[2]",
+        replace: "f[1] == ARGV[1]",
+    },
+    Mutant {
+        name: "load that touches a rotated marker",
+        script: Script::Load,
+        find: "if rotated or not touch",
+        replace: "if not touch",
+    },
+];
+
+#[test]
+fn deliberately_broken_scripts_are_caught() {
+    let server = RedisServer::start();
+    let mut conn = server.client();
+    let base = wall_ms() + 24 * 60 * MIN;
+    let variants = variants();
+    let limit = env_u64("DIFF_MUTANT_SEEDS").unwrap_or(600);
+    let mut missed = Vec::new();
+    for mutant in MUTANTS {
+        let caught = (0..limit).find(|&seed| {
+            let (variant, json) = &variants[(seed % variants.len() as u64) as usize];
+            let config: Config = serde_json::from_value(json.clone()).unwrap();
+            let mut rng = Rng::new(seed);
+            let actions = random_sequence(&mut rng, &config, 30);
+            [Clock::Virtual, Clock::Wall].into_iter().any(|clock| {
+                let case = Case {
+                    seed,
+                    variant,
+                    config: config.clone(),
+                    actions: match clock {
+                        Clock::Virtual => actions.clone(),
+                        Clock::Wall => without_entropy_reuse(&actions),
+                    },
+                };
+                run_case_with(
+                    &case,
+                    &case.actions,
+                    clock,
+                    &mut conn,
+                    base,
+                    None,
+                    Some(mutant),
+                )
+                .is_err()
+            })
+        });
+        match caught {
+            Some(seed) => eprintln!("mutant caught by seed {seed}: {}", mutant.name),
+            None => missed.push(mutant.name),
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "the differential test did not notice these broken scripts within {limit} seeds: {missed:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -23,11 +23,11 @@ const LUAI_MAXCSTACK: i32 = 8000;
 #[cfg(test)]
 const MIRRORED: [(Script, &str); 6] = [
     (Script::Load, "e7cf0a1b3b5d9c21abe8c520f66de5b4d579e705"),
-    (Script::Save, "949dd113d2b82573e7c414a02b9fcfc3c19061fd"),
+    (Script::Save, "dc05c18af2e0c79f8b29dacd6e7b70bae041134c"),
     (Script::Create, "73851df7e8f32c13f352f56d2a8af543ad20d5ed"),
-    (Script::Retire, "5d5610e5ff1213df16a97704e27e75bf38c4a975"),
-    (Script::Index, "9277698e7d7459314f50bb35295d200636ffcf0c"),
-    (Script::Revoke, "1c19c6249c1001c9f880f059ed80494c881479b7"),
+    (Script::Retire, "065c2c0d3822ac2e8f647dd1076dc8de5444b830"),
+    (Script::Index, "cf5db4509a4ed71b40d87f0f57818c9db1c66692"),
+    (Script::Revoke, "221f5a623a1b222c7ec6d24254cbd640e1b4a649"),
 ];
 
 /// A value handed to `redis.call`.
@@ -73,12 +73,14 @@ enum Record {
     Live(Live),
 }
 
-/// What the record check read: now, t, d and f[2].
+/// What the record check read: now, t, d, f[2] and f[4].
 struct Live {
     now: f64,
     t: f64,
     d: f64,
     deadline: Vec<u8>,
+    /// `f[4]`, the stored revision (`false` when missing).
+    rev: Option<Vec<u8>>,
 }
 
 struct Run<'d, 'a> {
@@ -272,13 +274,18 @@ impl<'a> Run<'_, 'a> {
         self.call(line, &args)
     }
 
-    /// The record check shared by save.lua (lines 9-13) and retire.lua
-    /// (lines 8-12), `first` being the HMGET line.
+    /// The record check shared by save.lua (lines 10-14) and retire.lua
+    /// (lines 11-15), `first` being the HMGET line.
     fn check_record(&mut self, first: u32) -> Lua<Record> {
         let f = self.call_key(
             first,
             "HMGET",
-            &[Str(b"$touch"), Str(b"$deadline"), Str(b"$rotated")],
+            &[
+                Str(b"$touch"),
+                Str(b"$deadline"),
+                Str(b"$rotated"),
+                Str(b"$rev"),
+            ],
         )?;
         let f = table(&f);
         let at = |i: usize| f.get(i).copied().flatten();
@@ -312,6 +319,7 @@ impl<'a> Run<'_, 'a> {
             t,
             d,
             deadline: deadline.to_vec(),
+            rev: at(3).map(<[u8]>::to_vec),
         }))
     }
 
@@ -365,34 +373,41 @@ impl<'a> Run<'_, 'a> {
             t,
             d,
             deadline,
-        } = match self.check_record(9)? {
+            rev,
+        } = match self.check_record(10)? {
             Record::Rotated => return Ok(Reply::Int(-1)),
             Record::Dead => return Ok(Reply::Int(0)),
             Record::Live(live) => live,
         };
-        // lines 14-15: `if n > 0`
-        let Some(n) = self.num(4) else {
-            return Err(self.order_error(15, Some(0.0), None));
+        // lines 15-16
+        let n = self.num(4);
+        let rev = rev.as_deref().and_then(lua_tonumber).unwrap_or(0.0) + 1.0;
+        // lines 17-26: `4 + 2 * n` is evaluated before HSET is called.
+        let line = if t < now { 18 } else { 25 };
+        let Some(n) = n else {
+            return Err(self.runtime(
+                line,
+                "attempt to perform arithmetic on local 'n' (a nil value)",
+            ));
         };
-        if 0.0 < n {
-            let pairs = self.unpack(15, self.argv, 5, lua_int(4.0 + 2.0 * n), 3)?;
-            self.call_key(15, "HSET", &pairs)?;
-        }
-        // line 16
-        if 4.0 + 2.0 * n < f64::from(self.argc()) {
-            let fields = self.unpack(16, self.argv, lua_int(5.0 + 2.0 * n), self.argc(), 3)?;
-            self.call_key(16, "HDEL", &fields)?;
-        }
-        // line 17
-        let rev = lua_number(&self.call_key(17, "HINCRBY", &[Str(b"$rev"), Num(1.0)])?);
-        // lines 18-25
+        let pairs = self.unpack(line, self.argv, 5, lua_int(4.0 + 2.0 * n), 3)?;
+        let mut args = vec![Str(b"$rev"), Num(rev)];
         if t < now {
-            self.call_key(19, "HSET", &[Str(b"$touch"), self.a(1)])?;
-            if self.lt(20, self.num(3), Some(d))? {
-                self.call_key(21, "PEXPIREAT", &[self.a(3)])?;
+            args.extend([Str(b"$touch"), self.a(1)]);
+        }
+        args.extend(pairs);
+        self.call_key(line, "HSET", &args)?;
+        if t < now {
+            if self.lt(19, self.num(3), Some(d))? {
+                self.call_key(20, "PEXPIREAT", &[self.a(3)])?;
             } else {
-                self.call_key(23, "PEXPIREAT", &[Str(&deadline)])?;
+                self.call_key(22, "PEXPIREAT", &[Str(&deadline)])?;
             }
+        }
+        // line 27
+        if 4.0 + 2.0 * n < f64::from(self.argc()) {
+            let fields = self.unpack(27, self.argv, lua_int(5.0 + 2.0 * n), self.argc(), 3)?;
+            self.call_key(27, "HDEL", &fields)?;
         }
         Ok(Reply::Int(lua_integer(rev)))
     }
@@ -410,56 +425,42 @@ impl<'a> Run<'_, 'a> {
 
     /// retire.lua
     fn retire(&mut self) -> Lua<Reply> {
-        match self.check_record(8)? {
+        let rev = match self.check_record(11)? {
             Record::Rotated => return Ok(Reply::Int(-1)),
             Record::Dead => return Ok(Reply::Int(0)),
-            Record::Live(_) => {}
-        }
-        // line 13: `HGET $rev ~= ARGV[4] and HGETALL or 1`, then DEL
-        let rev = self.call_key(13, "HGET", &[Str(b"$rev")])?;
-        let same = matches!((&rev, self.a(4)), (Reply::Bulk(b), Str(x)) if b.as_slice() == x);
+            Record::Live(live) => live.rev,
+        };
+        // line 16: `f[4] ~= ARGV[4] and HGETALL or 1`
+        let same = matches!((&rev, self.a(4)), (Some(b), Str(x)) if b.as_slice() == x);
         let r = if same {
             Reply::Int(1)
         } else {
-            self.call_key(13, "HGETALL", &[])?
+            self.call_key(16, "HGETALL", &[])?
         };
-        self.call_key(13, "DEL", &[])?;
-        self.call_key(14, "HSET", &[Str(b"$rotated"), self.a(3)])?;
-        self.call_key(15, "PEXPIREAT", &[self.a(3)])?;
-        // line 16
+        self.call_key(17, "HSET", &[Str(b"$rotated"), self.a(3)])?;
+        self.call_key(18, "PEXPIREAT", &[self.a(3)])?;
+        // line 19
         Ok(r)
     }
 
     /// index.lua
     fn index(&mut self) -> Lua<Reply> {
-        self.call_key(8, "ZREMRANGEBYSCORE", &[Str(b"-inf"), self.a(1)])?;
-        // lines 9-10
-        let Some(n) = self.num(3) else {
-            return Err(self.runtime(
-                10,
-                "attempt to perform arithmetic on local 'n' (a nil value)",
-            ));
-        };
-        if 3.0 + 2.0 * n < f64::from(self.argc()) {
-            let members = self.unpack(10, self.argv, lua_int(4.0 + 2.0 * n), self.argc(), 3)?;
-            self.call_key(10, "ZREM", &members)?;
+        self.call_key(9, "ZREMRANGEBYSCORE", &[Str(b"-inf"), self.a(1)])?;
+        self.call_key(10, "ZADD", &[self.a(3), self.a(4)])?;
+        // lines 11-13
+        let extended = self.call_key(11, "PEXPIREAT", &[self.a(3), Str(b"GT")])?;
+        if lua_number(&extended) == 0.0 {
+            self.call_key(12, "PEXPIREAT", &[self.a(3), Str(b"NX")])?;
         }
-        // line 11
-        if 0.0 < n {
-            let pairs = self.unpack(11, self.argv, 4, lua_int(3.0 + 2.0 * n), 3)?;
-            self.call_key(11, "ZADD", &pairs)?;
-        }
-        // lines 12-24
+        // lines 14-23
         let mut evicted: Vec<Vec<u8>> = Vec::new();
         let Some(cap) = self.num(2) else {
-            return Err(self.order_error(14, Some(0.0), None));
+            return Err(self.order_error(16, Some(0.0), None));
         };
         if 0.0 < cap {
-            let count = lua_number(&self.call_key(15, "ZCARD", &[])?);
+            let count = lua_number(&self.call_key(17, "ZCARD", &[])?);
             if cap < count {
-                // line 18: `local keep = n > 0 and ARGV[5] or nil`
-                let keep = if 0.0 < n { self.a(5) } else { Arg::Nil };
-                let keep = match keep {
+                let keep = match self.a(4) {
                     Str(s) => Some(s),
                     _ => None,
                 };
@@ -470,26 +471,23 @@ impl<'a> Run<'_, 'a> {
                         evicted.push(m.to_vec());
                     }
                 }
-                // line 22 is a comment: evicted entries stay until pruned.
             }
         }
-        // lines 25-26
-        let last = self.call_key(25, "ZRANGE", &[Num(-1.0), Num(-1.0), Str(b"WITHSCORES")])?;
-        if let Some(score) = table(&last).get(1).copied().flatten() {
-            let score = score.to_vec();
-            self.call_key(26, "PEXPIREAT", &[Str(&score)])?;
-        }
+        // line 24
         Ok(Reply::Array(evicted.into_iter().map(Reply::Bulk).collect()))
     }
 
     /// revoke.lua.
     fn revoke(&mut self) -> Lua<Reply> {
-        // line 7: `redis.call('HGET', KEYS[1], '$user') == ARGV[1]`
-        let owner = self.call_key(7, "HGET", &[Str(b"$user")])?;
-        let owned = matches!((&owner, self.a(1)), (Reply::Bulk(b), Str(u)) if b.as_slice() == u);
-        if owned {
-            // line 8
-            return self.call_key(8, "DEL", &[]);
+        // line 8
+        let f = self.call_key(8, "HMGET", &[Str(b"$user"), Str(b"$rotated")])?;
+        let f = table(&f);
+        // line 9: `f[1] == ARGV[1] and not f[2]`
+        let owned =
+            matches!((f.first().copied().flatten(), self.a(1)), (Some(b), Str(u)) if b == u);
+        if owned && f.get(1).copied().flatten().is_none() {
+            // line 10
+            return self.call_key(10, "DEL", &[]);
         }
         Ok(Reply::Int(0))
     }
@@ -778,26 +776,24 @@ mod tests {
         assert_eq!(
             eval(&mut m, NOW + 1, Script::Save, "s", &argv),
             Reply::Error(format!(
-                "ERR user_script:15: attempt to compare number with nil script: {sha}, on @user_script:15."
+                "ERR user_script:18: attempt to perform arithmetic on local 'n' (a nil value) script: {sha}, on @user_script:18."
             ))
         );
-        // n = 2^31 wraps to an empty unpack: HSET with no pairs.
+        // n = 2^31: `4 + 2 * n` wraps to 4 in luaL_checkint, an empty
+        // unpack: HSET writes only the revision and the touch.
         argv[3] = "2147483648".into();
-        let reply = eval(&mut m, NOW + 1, Script::Save, "s", &argv);
         assert_eq!(
-            reply,
-            Reply::Error(format!(
-                "ERR Wrong number of args calling Redis command from script script: {sha}, on @user_script:15."
-            ))
+            eval(&mut m, NOW + 1, Script::Save, "s", &argv),
+            Reply::Int(1)
         );
         assert_eq!(
-            field(&mut m, NOW + 1, "s", "$rev"),
-            Reply::Bulk(b"0".to_vec())
+            field(&mut m, NOW + 1, "s", "$touch"),
+            Reply::Bulk(s(NOW + 1).into_bytes())
         );
     }
 
     #[test]
-    fn retire_leaves_a_short_lived_marker_once() {
+    fn retire_marks_the_record_in_place_once() {
         let mut m = Memory::new();
         session(&mut m, "s", NOW);
         let grace = NOW + 5000;
@@ -813,15 +809,33 @@ mod tests {
             eval(&mut m, NOW + 1, Script::Retire, "s", &argv),
             Reply::Int(1)
         );
+        // Marked, not rewritten: `$rotated` beside the old fields, which
+        // expire with the marker at the grace instant.
         assert_eq!(
-            run(&mut m, NOW + 1, &["HGETALL", "s"]),
-            bulks(&["$rotated", &s(grace)])
+            field(&mut m, NOW + 1, "s", "$rotated"),
+            Reply::Bulk(s(grace).into_bytes())
+        );
+        assert_eq!(
+            field(&mut m, NOW + 1, "s", "cart"),
+            Reply::Bulk(b"[1]".to_vec())
         );
         assert_eq!(m.pttl(b"s", UnixMillis(NOW + 1)), 4999);
         assert_eq!(
             eval(&mut m, NOW + 1, Script::Retire, "s", &argv),
             Reply::Int(-1)
         );
+        // Neither a load nor a save gets past the marker.
+        assert_eq!(
+            eval(
+                &mut m,
+                NOW + 2,
+                Script::Save,
+                "s",
+                &save_args(NOW + 2, &[("a", "1")], &[])
+            ),
+            Reply::Int(-1)
+        );
+        assert_eq!(field(&mut m, NOW + 2, "s", "a"), Reply::Nil);
         assert_eq!(
             eval(&mut m, NOW + 1, Script::Retire, "gone", &argv),
             Reply::Int(0)
@@ -833,15 +847,31 @@ mod tests {
     fn a_failing_call_keeps_the_writes_before_it() {
         let mut m = Memory::new();
         session(&mut m, "s", NOW);
-        let sha = Script::Retire.sha1();
-        // No grace instant: DEL runs, then HSET gets a nil argument.
+        let sha = Script::Save.sha1();
+        // `tonumber('0x10')` is 16, but PEXPIREAT wants a decimal integer:
+        // the HSET before it stays.
+        let mut argv = save_args(NOW + 2, &[("a", "b")], &[]);
+        argv[2] = "0x10".into();
         assert_eq!(
-            eval(&mut m, NOW + 1, Script::Retire, "s", &[s(NOW + 1), s(IDLE)]),
+            eval(&mut m, NOW + 2, Script::Save, "s", &argv),
             Reply::Error(format!(
-                "ERR Lua redis lib command arguments must be strings or integers script: {sha}, on @user_script:14."
+                "ERR value is not an integer or out of range script: {sha}, on @user_script:20."
             ))
         );
-        assert!(m.keys(UnixMillis(NOW + 1)).is_empty());
+        assert_eq!(field(&mut m, NOW + 2, "s", "a"), Reply::Bulk(b"b".to_vec()));
+        assert_eq!(
+            field(&mut m, NOW + 2, "s", "$rev"),
+            Reply::Bulk(b"1".to_vec())
+        );
+        // No grace instant: HSET gets a nil argument, nothing is marked.
+        assert_eq!(
+            eval(&mut m, NOW + 3, Script::Retire, "s", &[s(NOW + 3), s(IDLE)]),
+            Reply::Error(format!(
+                "ERR Lua redis lib command arguments must be strings or integers script: {}, on @user_script:17.",
+                Script::Retire.sha1()
+            ))
+        );
+        assert_eq!(field(&mut m, NOW + 3, "s", "$rotated"), Reply::Nil);
         run(&mut m, NOW, &["SET", "str", "v"]);
         assert_eq!(
             eval(&mut m, NOW, Script::Load, "str", &load_args(NOW, 0)),
@@ -852,61 +882,56 @@ mod tests {
         );
     }
 
-    fn index_args(now: u64, cap: u64, add: &[(u64, &str)], remove: &[&str]) -> Vec<String> {
-        let mut a = vec![s(now), s(cap), s(add.len() as u64)];
-        for (score, member) in add {
-            a.push(s(*score));
-            a.push((*member).to_owned());
-        }
-        a.extend(remove.iter().map(|r| (*r).to_owned()));
-        a
+    fn index_args(now: u64, cap: u64, score: u64, member: &str) -> Vec<String> {
+        vec![s(now), s(cap), s(score), member.to_owned()]
     }
 
     #[test]
-    fn index_prunes_adds_removes_and_expires_with_its_last_session() {
+    fn index_prunes_adds_and_only_ever_extends_its_expiry() {
         let mut m = Memory::new();
         let (a, b, c) = (NOW + 1000, NOW + 2000, NOW + 3000);
-        let argv = index_args(NOW, 0, &[(a, "a"), (b, "b"), (c, "c")], &[]);
-        assert_eq!(eval(&mut m, NOW, Script::Index, "u", &argv), bulks(&[]));
+        // A new key gets its TTL through NX.
+        let reply = eval(&mut m, NOW, Script::Index, "u", &index_args(NOW, 0, b, "b"));
+        assert_eq!(reply, bulks(&[]));
+        assert_eq!(m.pttl(b"u", UnixMillis(NOW)), 2000);
+        // A later deadline extends it (GT), an earlier one leaves it.
+        eval(&mut m, NOW, Script::Index, "u", &index_args(NOW, 0, c, "c"));
         assert_eq!(m.pttl(b"u", UnixMillis(NOW)), 3000);
+        eval(&mut m, NOW, Script::Index, "u", &index_args(NOW, 0, a, "a"));
+        assert_eq!(m.pttl(b"u", UnixMillis(NOW)), 3000);
+        assert_eq!(
+            run(&mut m, NOW, &["ZRANGE", "u", "0", "-1"]),
+            bulks(&["a", "b", "c"])
+        );
+        // `a` and `b` are past their deadlines at b: pruned.
+        eval(&mut m, b, Script::Index, "u", &index_args(b, 0, c, "d"));
+        assert_eq!(
+            run(&mut m, b, &["ZRANGE", "u", "0", "-1"]),
+            bulks(&["c", "d"])
+        );
+        assert!(m.keys(UnixMillis(c)).is_empty());
+    }
+
+    #[test]
+    fn index_cap_evicts_the_oldest_but_never_the_new_member() {
+        let mut m = Memory::new();
+        for (score, member) in [(NOW + 1000, "a"), (NOW + 2000, "b"), (NOW + 3000, "c")] {
+            eval(
+                &mut m,
+                NOW,
+                Script::Index,
+                "u",
+                &index_args(NOW, 0, score, member),
+            );
+        }
         assert_eq!(
             eval(
                 &mut m,
                 NOW,
                 Script::Index,
                 "u",
-                &index_args(NOW, 0, &[], &["c"])
+                &index_args(NOW, 2, NOW + 4000, "d")
             ),
-            bulks(&[])
-        );
-        assert_eq!(m.pttl(b"u", UnixMillis(NOW)), 2000);
-        // `a` is past its deadline at a: pruned.
-        assert_eq!(
-            eval(&mut m, a, Script::Index, "u", &index_args(a, 0, &[], &[])),
-            bulks(&[])
-        );
-        assert_eq!(run(&mut m, a, &["ZRANGE", "u", "0", "-1"]), bulks(&["b"]));
-        assert!(m.keys(UnixMillis(b)).is_empty());
-        assert_eq!(
-            eval(&mut m, b, Script::Index, "u", &index_args(b, 0, &[], &[])),
-            bulks(&[])
-        );
-        assert!(m.keys(UnixMillis(b)).is_empty());
-    }
-
-    #[test]
-    fn index_cap_evicts_the_oldest_but_never_the_new_member() {
-        let mut m = Memory::new();
-        let argv = index_args(
-            NOW,
-            0,
-            &[(NOW + 1000, "a"), (NOW + 2000, "b"), (NOW + 3000, "c")],
-            &[],
-        );
-        eval(&mut m, NOW, Script::Index, "u", &argv);
-        let argv = index_args(NOW, 2, &[(NOW + 4000, "d")], &[]);
-        assert_eq!(
-            eval(&mut m, NOW, Script::Index, "u", &argv),
             bulks(&["a", "b"])
         );
         // Named entries stay until pruned by deadline (their sessions are
@@ -917,9 +942,14 @@ mod tests {
             bulks(&["a", "b", "c", "d"])
         );
         // The new member has the earliest deadline: the next oldest go instead.
-        let argv = index_args(NOW, 2, &[(NOW + 500, "e")], &[]);
         assert_eq!(
-            eval(&mut m, NOW, Script::Index, "u", &argv),
+            eval(
+                &mut m,
+                NOW,
+                Script::Index,
+                "u",
+                &index_args(NOW, 2, NOW + 500, "e")
+            ),
             bulks(&["a", "b", "c"])
         );
         assert_eq!(m.pttl(b"u", UnixMillis(NOW)), 4000);

@@ -100,7 +100,6 @@ pub(crate) fn index_command(
     let args = vec![
         now.0.to_string(),
         cap.to_string(),
-        "1".into(),
         deadline.0.to_string(),
         member,
     ];
