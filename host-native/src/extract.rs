@@ -356,16 +356,15 @@ impl Session {
         }
         if st.data.is_none() {
             let shared = &self.shared;
-            let key = shared.rules.session_key_for(shared.cookie.as_deref());
-            let op = VectorOp::Load {
-                touch_hint: key.as_deref().and_then(|k| shared.hints.get(k)),
-                cookie: shared.cookie.clone(),
-                client: shared.client.clone(),
-            };
-            let outcome = self.run(&mut st, op).await?;
-            if let Some(key) = key {
-                shared.hints.observe(key, &outcome);
-            }
+            let ran = shared.metrics.load(
+                &shared.rules,
+                shared.cookie.as_deref(),
+                shared.client.as_deref(),
+                &shared.hints,
+                clock::now(),
+                shared.backend.as_ref(),
+            );
+            let outcome = self.settle(&mut st, "load", ran.await)?;
             if let Outcome::Loaded(data) = &outcome
                 && data.binding_mismatch()
             {
@@ -399,7 +398,17 @@ impl Session {
         let ran = shared
             .metrics
             .run(&shared.rules, op, clock::now(), NO_ENTROPY, backend);
-        match ran.await {
+        self.settle(st, name, ran.await)
+    }
+
+    /// An operation's result; a failure is logged and remembered (fail closed).
+    fn settle(
+        &self,
+        st: &mut State,
+        name: &'static str,
+        ran: Result<Outcome, RulesError>,
+    ) -> Result<Outcome, SessionError> {
+        match ran {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 tracing::warn!(op = name, code = e.code(), error = %e, "session operation failed");

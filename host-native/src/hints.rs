@@ -31,6 +31,12 @@ impl TouchHints {
         self.lock().observe(key, outcome);
     }
 
+    /// `f` with the map locked (briefly: the native engine builds a load
+    /// under it, parsing the cookie and hashing the ID once).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&session_logic::TouchHints) -> T) -> T {
+        f(&self.lock())
+    }
+
     fn lock(&self) -> MutexGuard<'_, session_logic::TouchHints> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

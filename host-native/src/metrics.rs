@@ -15,6 +15,7 @@ use session_logic::outcome::Absent;
 use session_logic::{Entropy, Error, Outcome, UnixMillis};
 
 use crate::executor::Backend;
+use crate::hints::TouchHints;
 use crate::rules::{Rules, RulesError};
 
 /// Upper bounds of the latency buckets, seconds.
@@ -68,6 +69,22 @@ impl Metrics {
         let started = std::time::Instant::now();
         let result = rules.run(op, now, entropy, backend).await;
         self.record(name, &result, started.elapsed());
+        result
+    }
+
+    /// [`Rules::load`], counted like [`Metrics::run`] counts a load.
+    pub async fn load(
+        &self,
+        rules: &Rules,
+        cookie_header: Option<&str>,
+        client: Option<&str>,
+        hints: &TouchHints,
+        now: UnixMillis,
+        backend: &dyn Backend,
+    ) -> Result<Outcome, RulesError> {
+        let started = std::time::Instant::now();
+        let result = rules.load(cookie_header, client, hints, now, backend).await;
+        self.record("load", &result, started.elapsed());
         result
     }
 

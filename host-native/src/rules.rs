@@ -40,6 +40,7 @@ use session_logic::conformance::{self, VectorOp};
 use session_logic::{Config, Engine, Entropy, Outcome, SessionId, UnixMillis};
 
 use crate::executor::{Backend, drive};
+use crate::hints::TouchHints;
 
 #[cfg(feature = "wasm-engine")]
 mod wasm;
@@ -151,6 +152,45 @@ impl Rules {
             #[cfg(feature = "wasm-engine")]
             Kind::Wasm(pool) => wasm::run(pool, &op, now, &entropy, backend).await,
         }
+    }
+}
+
+impl Rules {
+    /// Load the session a `Cookie` header names, its touch hint looked up in
+    /// `hints` and the outcome remembered there. The native engine parses
+    /// the cookie and hashes the ID once for all of it
+    /// ([`Engine::load_with_hints`]); the wasm engine computes the key
+    /// natively, as [`Rules::session_key_for`] does, and hands the module
+    /// the hint.
+    pub async fn load(
+        &self,
+        cookie_header: Option<&str>,
+        client: Option<&str>,
+        hints: &TouchHints,
+        now: UnixMillis,
+        backend: &dyn Backend,
+    ) -> Result<Outcome, RulesError> {
+        let (result, key) = match &self.kind {
+            Kind::Native => {
+                let (op, key) =
+                    hints.with(|h| self.engine.load_with_hints(cookie_header, client, now, h));
+                (drive(op, backend).await.map_err(RulesError::from), key)
+            }
+            #[cfg(feature = "wasm-engine")]
+            Kind::Wasm(pool) => {
+                let key = self.engine.session_key_for(cookie_header);
+                let op = VectorOp::Load {
+                    touch_hint: key.as_deref().and_then(|k| hints.get(k)),
+                    cookie: cookie_header.map(str::to_owned),
+                    client: client.map(str::to_owned),
+                };
+                (wasm::run(pool, &op, now, &NO_ENTROPY, backend).await, key)
+            }
+        };
+        if let (Some(key), Ok(outcome)) = (key, &result) {
+            hints.observe(key, outcome);
+        }
+        result
     }
 }
 
