@@ -193,6 +193,9 @@ async fn finish(session: &Session, mut response: Response) -> Response {
             return with_vary(SessionError::from(e).into_response());
         }
     };
+    if let Some(key) = shared.rules.written_key(&outcome) {
+        shared.hints.observe(key, &outcome);
+    }
     if let Some(id) = outcome.session().and_then(|s| s.id()) {
         tracing::debug!(op = name, outcome = outcome.name(), sid_hash = %shared.rules.sid_hash(id), "session written");
     } else {

@@ -129,6 +129,12 @@ impl Rules {
         self.engine.session_key_for(cookie_header)
     }
 
+    /// The key of a session `outcome` wrote under a new ID, for the touch
+    /// hints (native in both engines, like [`Rules::session_key_for`]).
+    pub fn written_key(&self, outcome: &Outcome) -> Option<String> {
+        self.engine.written_key(outcome)
+    }
+
     /// The keyed hash of an ID for logs (native in both engines).
     pub fn sid_hash(&self, id: &SessionId) -> String {
         self.engine.sid_hash(id)

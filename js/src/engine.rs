@@ -132,7 +132,9 @@ impl Engine {
         );
         Ok(Op {
             inner: op,
-            observe: key.map(|k| (k, Rc::clone(&self.hints))),
+            observe: key.map_or(Observe::Nothing, |k| {
+                Observe::Load(k, Rc::clone(&self.hints))
+            }),
             sent: false,
             session: None,
         })
@@ -171,11 +173,7 @@ impl Engine {
             entropy_from(entropy).map_err(err)?,
             now_from(now).map_err(err)?,
         );
-        Ok(Op::new(self.inner.save(
-            session.inner.clone(),
-            entropy,
-            now,
-        )))
+        Ok(self.writing(self.inner.save(session.inner.clone(), entropy, now)))
     }
 
     /// New ID, same data; the old ID becomes a short-lived rotated marker.
@@ -184,11 +182,15 @@ impl Engine {
             entropy_from(entropy).map_err(err)?,
             now_from(now).map_err(err)?,
         );
-        Ok(Op::new(self.inner.regenerate(
-            session.inner.clone(),
-            entropy,
-            now,
-        )))
+        Ok(self.writing(self.inner.regenerate(session.inner.clone(), entropy, now)))
+    }
+
+    /// `op`, a save or regenerate, remembering in the hints a session it
+    /// writes under a new ID.
+    fn writing(&self, op: session_logic::Op) -> Op {
+        let mut op = Op::new(op);
+        op.observe = Observe::Write(self.inner.clone(), Rc::clone(&self.hints));
+        op
     }
 
     /// Delete the session; the outcome carries a removal cookie.
@@ -273,29 +275,45 @@ fn user_id(user: &str) -> JsResult<UserId> {
 #[derive(Debug)]
 pub struct Op {
     inner: session_logic::Op,
-    /// A load's key and the hints its outcome updates.
-    observe: Option<(String, Hints)>,
+    /// The hints its outcome updates, if any.
+    observe: Observe,
     /// `step` handed out a round whose replies are due.
     sent: bool,
     /// The finished outcome's session, until `takeSession` hands it over.
     session: Option<session_logic::Session>,
 }
 
+/// What an operation's outcome tells the engine's touch hints.
+#[derive(Debug, Default)]
+enum Observe {
+    #[default]
+    Nothing,
+    /// A load of this key: its session's `$touch`, or forget the key.
+    Load(String, Hints),
+    /// A save or regenerate: a session written under a new ID.
+    Write(session_logic::Engine, Hints),
+}
+
 impl Op {
     fn new(inner: session_logic::Op) -> Op {
         Op {
             inner,
-            observe: None,
+            observe: Observe::Nothing,
             sent: false,
             session: None,
         }
     }
 
-    /// Remember a loaded session's `$touch` under its key; forget the key
-    /// on any other outcome.
+    /// Update the hints from the outcome (see [`Observe`]).
     fn observe(&mut self, outcome: &Outcome) {
-        if let Some((key, hints)) = self.observe.take() {
-            hints.borrow_mut().observe(key, outcome);
+        match std::mem::take(&mut self.observe) {
+            Observe::Nothing => {}
+            Observe::Load(key, hints) => hints.borrow_mut().observe(key, outcome),
+            Observe::Write(engine, hints) => {
+                if let Some(key) = engine.written_key(outcome) {
+                    hints.borrow_mut().observe(key, outcome);
+                }
+            }
         }
     }
 }
@@ -407,21 +425,31 @@ fn outcome_to_js(outcome: Outcome) -> JsValue {
 /// `current`) for `devices`.
 fn outcome_json(outcome: &Outcome) -> String {
     use serde_json::{Value, json};
+    // The hot outcomes are written directly: no `Value` tree per operation.
+    let cookie = |c: &Option<String>| {
+        c.as_deref()
+            .map_or_else(|| "null".to_owned(), |c| Value::from(c).to_string())
+    };
     let ms = |t: UnixMillis| Value::from(t.0);
-    let value = match outcome {
-        Outcome::Loaded(_) | Outcome::Expired(_) | Outcome::Rotated(_) => {
-            json!({ "kind": outcome.name(), "session": true })
+    match outcome {
+        Outcome::Loaded(_) => r#"{"kind":"loaded","session":true}"#.to_owned(),
+        Outcome::Expired(_) => r#"{"kind":"expired","session":true}"#.to_owned(),
+        Outcome::Rotated(_) => r#"{"kind":"rotated","session":true}"#.to_owned(),
+        Outcome::None { reason, .. } => format!(
+            r#"{{"kind":"none","reason":"{}","session":true}}"#,
+            absent_name(*reason)
+        ),
+        Outcome::Saved { cookie: c, .. } => {
+            format!(
+                r#"{{"kind":"saved","session":true,"cookie":{}}}"#,
+                cookie(c)
+            )
         }
-        Outcome::None { reason, .. } => {
-            json!({ "kind": "none", "reason": absent_name(*reason), "session": true })
-        }
-        Outcome::Saved { cookie, .. } => {
-            json!({ "kind": "saved", "session": true, "cookie": cookie })
-        }
-        Outcome::Gone { cookie } => json!({ "kind": "gone", "cookie": cookie }),
-        Outcome::Destroyed { cookie, count } => {
-            json!({ "kind": "destroyed", "cookie": cookie, "count": count })
-        }
+        Outcome::Gone { cookie: c } => format!(r#"{{"kind":"gone","cookie":{}}}"#, cookie(c)),
+        Outcome::Destroyed { cookie: c, count } => format!(
+            r#"{{"kind":"destroyed","cookie":{},"count":{count}}}"#,
+            cookie(c)
+        ),
         Outcome::Devices(devices) => {
             let list: Vec<Value> = devices
                 .iter()
@@ -436,10 +464,9 @@ fn outcome_json(outcome: &Outcome) -> String {
                     })
                 })
                 .collect();
-            json!({ "kind": "devices", "devices": list })
+            json!({ "kind": "devices", "devices": list }).to_string()
         }
-    };
-    value.to_string()
+    }
 }
 
 fn absent_name(reason: Absent) -> &'static str {

@@ -222,6 +222,20 @@ impl Engine {
         (self.op(load.with_touch_hint(hint)), key)
     }
 
+    /// The key of a session this outcome wrote under a new ID (a first
+    /// write or a regenerate), for [`TouchHints::observe`]: the record's
+    /// `$touch` is the write's instant, so the next load of the new ID can
+    /// skip the load script. `None` for every other outcome (no hashing).
+    pub fn written_key(&self, outcome: &Outcome) -> Option<String> {
+        match outcome {
+            Outcome::Saved {
+                session,
+                cookie: Some(_),
+            } => session.id().map(|id| self.ctx.keys.session_key(id)),
+            _ => None,
+        }
+    }
+
     /// The Redis key [`Engine::load`] would read for this `Cookie` header,
     /// or `None` when it holds no well-formed ID (then a load sends
     /// nothing). Hosts key their touch hints by it.

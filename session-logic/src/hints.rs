@@ -48,15 +48,25 @@ impl TouchHints {
         self.map.get(key).copied()
     }
 
-    /// Remember what a load of `key` found: a loaded session's `$touch`;
-    /// any other outcome forgets the key.
+    /// Remember what an operation on `key` found: a loaded session's
+    /// `$touch`, or the `$touch` of a session just written under a new ID
+    /// (`key` from [`Engine::written_key`]); any other outcome forgets the
+    /// key.
+    ///
+    /// [`Engine::written_key`]: crate::Engine::written_key
     pub fn observe(&mut self, key: String, outcome: &Outcome) {
         if self.capacity == 0 {
             return;
         }
-        if let Outcome::Loaded(s) = outcome
-            && let Some(meta) = s.meta()
-        {
+        let session = match outcome {
+            Outcome::Loaded(s) => Some(s),
+            Outcome::Saved {
+                session,
+                cookie: Some(_),
+            } => Some(session),
+            _ => None,
+        };
+        if let Some(meta) = session.and_then(|s| s.meta()) {
             if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
                 self.map.clear();
             }
@@ -125,5 +135,62 @@ mod tests {
         let planted = load(&mut mem, "sid=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
         hints.observe("k2".into(), &planted);
         assert_eq!(hints.get("k2"), None);
+    }
+
+    #[test]
+    fn a_session_written_under_a_new_id_is_remembered_by_its_key() {
+        let engine = Engine::new(Config::default()).unwrap();
+        let mut mem = Memory::new();
+        let mut s = engine.new_session();
+        s.insert("a", json!(1)).unwrap();
+        let created = run(
+            engine.save(s, Entropy([9; 32]), UnixMillis(NOW)),
+            &mut mem,
+            NOW,
+        );
+        let cookie = created
+            .cookie()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let key = engine.written_key(&created).unwrap();
+        assert_eq!(Some(&key), engine.session_key_for(Some(&cookie)).as_ref());
+        let mut hints = TouchHints::new(4);
+        hints.observe(key.clone(), &created);
+        assert_eq!(hints.get(&key), Some(UnixMillis(NOW)));
+        // The next load of the new ID reads with a plain HGETALL.
+        let (mut op, _) = engine.load_with_hints(Some(&cookie), None, UnixMillis(NOW + 1), &hints);
+        let Step::Round(round) = op.poll() else {
+            panic!("a load of a known ID sends a round")
+        };
+        assert_eq!(
+            round.commands().first().map(|c| c.name()),
+            Some(b"HGETALL".as_slice())
+        );
+        // A regenerate's new ID too; the old one's load is not a write.
+        let Outcome::Loaded(loaded) = run(
+            engine.load(Some(&cookie), None, UnixMillis(NOW + 2)),
+            &mut mem,
+            NOW + 2,
+        ) else {
+            panic!("loaded")
+        };
+        let regenerated = run(
+            engine.regenerate(loaded, Entropy([7; 32]), UnixMillis(NOW + 3)),
+            &mut mem,
+            NOW + 3,
+        );
+        let new_key = engine.written_key(&regenerated).unwrap();
+        assert_ne!(new_key, key);
+        hints.observe(new_key.clone(), &regenerated);
+        assert_eq!(hints.get(&new_key), Some(UnixMillis(NOW + 3)));
+        let loaded = run(
+            engine.load(Some(&cookie), None, UnixMillis(NOW + 4)),
+            &mut mem,
+            NOW + 4,
+        );
+        assert_eq!(engine.written_key(&loaded), None);
     }
 }

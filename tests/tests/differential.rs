@@ -1239,17 +1239,9 @@ fn run_case(
     clock: Clock,
     conn: &mut redis::Connection,
     base: u64,
-    mut coverage: Option<&mut Coverage>,
+    coverage: Option<&mut Coverage>,
 ) -> Result<(), Mismatch> {
-    run_case_with(
-        case,
-        actions,
-        clock,
-        conn,
-        base,
-        coverage.as_deref_mut(),
-        None,
-    )
+    run_case_with(case, actions, clock, conn, base, coverage, None)
 }
 
 /// [`run_case`] with Redis running `mutant` in place of the real script.
