@@ -29,8 +29,8 @@
 //! - **Regeneration is not fixation-safe under races**: `cycle_id` is a
 //!   delete then a create, with no rotation marker, so a parallel request
 //!   with the old cookie just finds no session.
-//! - **Expiry** is ours: the idle timeout slides on every save and the
-//!   absolute lifetime caps it; tower-sessions' `Expiry` only shapes the
+//! - **Expiry** is ours: the idle timeout slides on loads and saves alike
+//!   (at most once per touch interval) and the absolute lifetime caps it; tower-sessions' `Expiry` only shapes the
 //!   cookie, and the `expiry_date` a record is saved with is ignored.
 //! - No user binding, logout-everywhere or device list (the trait has no
 //!   notion of a user); no `Vary`/`Cache-Control` handling.
@@ -192,8 +192,8 @@ impl SessionStore for TowerStore {
             return Ok(());
         };
         apply(&mut session, &record.data).map_err(store_error)?;
-        // Even without changes the save slides the idle deadline, as
-        // tower-sessions expects of `save`.
+        // The core writes only what changed, and slides the idle deadline
+        // when a touch is due, as a load does.
         self.write(session).await.map(|_| ())
     }
 

@@ -997,7 +997,11 @@ impl World {
                         if let Some(u) = &slot.user_change {
                             tr.user = u.clone();
                         }
-                        tr.touch = tr.touch.max(now);
+                        // save.lua slides the deadline at most once per
+                        // touch interval; an explicit touch always does.
+                        if kind == Kind::Touch || now.saturating_sub(tr.touch) >= TOUCH {
+                            tr.touch = tr.touch.max(now);
+                        }
                     }
                     if status == Status::Live && cookie.is_some() {
                         return Err(self.fail_with("a same-ID save sent a cookie".into()));

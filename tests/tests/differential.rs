@@ -1606,8 +1606,14 @@ const MUTANTS: &[Mutant] = &[
     Mutant {
         name: "save that never touches",
         script: Script::Save,
-        find: "if now > t then",
-        replace: "if false then",
+        find: "if now > t and",
+        replace: "if false and",
+    },
+    Mutant {
+        name: "save that touches on every write",
+        script: Script::Save,
+        find: "now - t >= tonumber(ARGV[4])",
+        replace: "true",
     },
     Mutant {
         name: "retire that does not mark the old record",

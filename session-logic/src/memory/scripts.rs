@@ -23,7 +23,7 @@ const LUAI_MAXCSTACK: i32 = 8000;
 #[cfg(test)]
 const MIRRORED: [(Script, &str); 6] = [
     (Script::Load, "e7cf0a1b3b5d9c21abe8c520f66de5b4d579e705"),
-    (Script::Save, "dc05c18af2e0c79f8b29dacd6e7b70bae041134c"),
+    (Script::Save, "3e3fb5c0fb5134e8a7332aee3a3dbbd154136f30"),
     (Script::Create, "73851df7e8f32c13f352f56d2a8af543ad20d5ed"),
     (Script::Retire, "065c2c0d3822ac2e8f647dd1076dc8de5444b830"),
     (Script::Index, "cf5db4509a4ed71b40d87f0f57818c9db1c66692"),
@@ -274,7 +274,7 @@ impl<'a> Run<'_, 'a> {
         self.call(line, &args)
     }
 
-    /// The record check shared by save.lua (lines 10-14) and retire.lua
+    /// The record check shared by save.lua (lines 12-16) and retire.lua
     /// (lines 11-15), `first` being the HMGET line.
     fn check_record(&mut self, first: u32) -> Lua<Record> {
         let f = self.call_key(
@@ -374,40 +374,42 @@ impl<'a> Run<'_, 'a> {
             d,
             deadline,
             rev,
-        } = match self.check_record(10)? {
+        } = match self.check_record(12)? {
             Record::Rotated => return Ok(Reply::Int(-1)),
             Record::Dead => return Ok(Reply::Int(0)),
             Record::Live(live) => live,
         };
-        // lines 15-16
-        let n = self.num(4);
+        // lines 17-18
+        let n = self.num(5);
         let rev = rev.as_deref().and_then(lua_tonumber).unwrap_or(0.0) + 1.0;
-        // lines 17-26: `4 + 2 * n` is evaluated before HSET is called.
-        let line = if t < now { 18 } else { 25 };
+        // line 19: `now > t and now - t >= tonumber(ARGV[4])`
+        let touch = t < now && self.le(19, self.num(4), Some(now - t))?;
+        // lines 20 / 27: `5 + 2 * n` is evaluated before HSET is called.
+        let line = if touch { 20 } else { 27 };
         let Some(n) = n else {
             return Err(self.runtime(
                 line,
                 "attempt to perform arithmetic on local 'n' (a nil value)",
             ));
         };
-        let pairs = self.unpack(line, self.argv, 5, lua_int(4.0 + 2.0 * n), 3)?;
+        let pairs = self.unpack(line, self.argv, 6, lua_int(5.0 + 2.0 * n), 3)?;
         let mut args = vec![Str(b"$rev"), Num(rev)];
-        if t < now {
+        if touch {
             args.extend([Str(b"$touch"), self.a(1)]);
         }
         args.extend(pairs);
         self.call_key(line, "HSET", &args)?;
-        if t < now {
-            if self.lt(19, self.num(3), Some(d))? {
-                self.call_key(20, "PEXPIREAT", &[self.a(3)])?;
+        if touch {
+            if self.lt(21, self.num(3), Some(d))? {
+                self.call_key(22, "PEXPIREAT", &[self.a(3)])?;
             } else {
-                self.call_key(22, "PEXPIREAT", &[Str(&deadline)])?;
+                self.call_key(24, "PEXPIREAT", &[Str(&deadline)])?;
             }
         }
-        // line 27
-        if 4.0 + 2.0 * n < f64::from(self.argc()) {
-            let fields = self.unpack(27, self.argv, lua_int(5.0 + 2.0 * n), self.argc(), 3)?;
-            self.call_key(27, "HDEL", &fields)?;
+        // line 29
+        if 5.0 + 2.0 * n < f64::from(self.argc()) {
+            let fields = self.unpack(29, self.argv, lua_int(6.0 + 2.0 * n), self.argc(), 3)?;
+            self.call_key(29, "HDEL", &fields)?;
         }
         Ok(Reply::Int(lua_integer(rev)))
     }
@@ -688,8 +690,9 @@ mod tests {
         assert_eq!(m.pttl(b"s", UnixMillis(late)), 1000);
     }
 
+    /// Touch interval 0: every save past the last touch slides the deadline.
     fn save_args(now: u64, set: &[(&str, &str)], del: &[&str]) -> Vec<String> {
-        let mut a = vec![s(now), s(IDLE), s(now + IDLE), s(set.len() as u64)];
+        let mut a = vec![s(now), s(IDLE), s(now + IDLE), s(0), s(set.len() as u64)];
         for (f, v) in set {
             a.push((*f).to_owned());
             a.push((*v).to_owned());
@@ -733,6 +736,32 @@ mod tests {
     }
 
     #[test]
+    fn save_touches_at_most_once_per_touch_interval() {
+        let mut m = Memory::new();
+        session(&mut m, "s", NOW);
+        let interval = 60_000;
+        let at = NOW + 1000;
+        let mut argv = save_args(at, &[("a", "1")], &[]);
+        argv[3] = s(interval);
+        assert_eq!(eval(&mut m, at, Script::Save, "s", &argv), Reply::Int(1));
+        assert_eq!(field(&mut m, at, "s", "a"), Reply::Bulk(b"1".to_vec()));
+        assert_eq!(
+            field(&mut m, at, "s", "$touch"),
+            Reply::Bulk(s(NOW).into_bytes())
+        );
+        assert_eq!(m.pttl(b"s", UnixMillis(at)), (IDLE - 1000) as i64);
+        let due = NOW + interval;
+        let mut argv = save_args(due, &[("a", "2")], &[]);
+        argv[3] = s(interval);
+        assert_eq!(eval(&mut m, due, Script::Save, "s", &argv), Reply::Int(2));
+        assert_eq!(
+            field(&mut m, due, "s", "$touch"),
+            Reply::Bulk(s(due).into_bytes())
+        );
+        assert_eq!(m.pttl(b"s", UnixMillis(due)), IDLE as i64);
+    }
+
+    #[test]
     fn save_never_resurrects() {
         let mut m = Memory::new();
         let argv = save_args(NOW, &[("a", "1")], &[]);
@@ -771,17 +800,17 @@ mod tests {
         let mut m = Memory::new();
         session(&mut m, "s", NOW);
         let mut argv = save_args(NOW + 1, &[], &[]);
-        argv[3] = "x".into();
+        argv[4] = "x".into();
         let sha = Script::Save.sha1();
         assert_eq!(
             eval(&mut m, NOW + 1, Script::Save, "s", &argv),
             Reply::Error(format!(
-                "ERR user_script:18: attempt to perform arithmetic on local 'n' (a nil value) script: {sha}, on @user_script:18."
+                "ERR user_script:20: attempt to perform arithmetic on local 'n' (a nil value) script: {sha}, on @user_script:20."
             ))
         );
-        // n = 2^31: `4 + 2 * n` wraps to 4 in luaL_checkint, an empty
+        // n = 2^31: `5 + 2 * n` wraps to 5 in luaL_checkint, an empty
         // unpack: HSET writes only the revision and the touch.
-        argv[3] = "2147483648".into();
+        argv[4] = "2147483648".into();
         assert_eq!(
             eval(&mut m, NOW + 1, Script::Save, "s", &argv),
             Reply::Int(1)
@@ -789,6 +818,26 @@ mod tests {
         assert_eq!(
             field(&mut m, NOW + 1, "s", "$touch"),
             Reply::Bulk(s(NOW + 1).into_bytes())
+        );
+        // A touch interval that is not a number fails the comparison, but
+        // only once a touch could be due (`now > t` comes first).
+        let mut argv = save_args(NOW + 2, &[], &[]);
+        argv[3] = "x".into();
+        assert_eq!(
+            eval(&mut m, NOW + 2, Script::Save, "s", &argv),
+            Reply::Error(format!(
+                "ERR user_script:19: attempt to compare nil with number script: {sha}, on @user_script:19."
+            ))
+        );
+        assert_eq!(
+            eval(
+                &mut m,
+                NOW + 1,
+                Script::Save,
+                "s",
+                &save_args(NOW + 1, &[], &[])
+            ),
+            Reply::Int(2)
         );
     }
 
@@ -855,7 +904,7 @@ mod tests {
         assert_eq!(
             eval(&mut m, NOW + 2, Script::Save, "s", &argv),
             Reply::Error(format!(
-                "ERR value is not an integer or out of range script: {sha}, on @user_script:20."
+                "ERR value is not an integer or out of range script: {sha}, on @user_script:22."
             ))
         );
         assert_eq!(field(&mut m, NOW + 2, "s", "a"), Reply::Bulk(b"b".to_vec()));

@@ -24,7 +24,7 @@ use crate::expiry::UnixMillis;
 use crate::id::Entropy;
 use crate::keys::UserId;
 use crate::ops::save::{Save, create_round, write_slots};
-use crate::ops::write::{NewRecord, check_sizes, save_command};
+use crate::ops::write::{NewRecord, Touch, check_sizes, save_command};
 use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
 use crate::record::{self, Meta, Stored};
@@ -154,6 +154,7 @@ impl Regenerate {
             sets,
             deletes,
             self.now,
+            Touch::Throttled,
         ))
     }
 

@@ -22,7 +22,7 @@ use crate::expiry::UnixMillis;
 use crate::id::Entropy;
 use crate::keys::UserId;
 use crate::ops::regenerate::Regenerate;
-use crate::ops::write::{NewRecord, check_sizes, save_command};
+use crate::ops::write::{NewRecord, Touch, check_sizes, save_command};
 use crate::ops::{Machine, Next, index_command, int, members, revocations};
 use crate::outcome::Outcome;
 use crate::record::{self, AUTH_AT, Meta, USER};
@@ -141,7 +141,12 @@ impl Save {
                 _ => deletes.extend([USER.to_owned(), AUTH_AT.to_owned()]),
             }
         }
-        let save = save_command(ctx, &ctx.keys.session_key(id), sets, deletes, now);
+        let touch = if self.touch_only {
+            Touch::Now
+        } else {
+            Touch::Throttled
+        };
+        let save = save_command(ctx, &ctx.keys.session_key(id), sets, deletes, now, touch);
         // A previous user's index keeps its entry until pruned; revoke checks
         // `$user`, so that stale entry can never log this session out. The
         // new user's entry gets a round of its own before the write that
@@ -328,7 +333,16 @@ impl Machine for Save {
                             if u64::try_from(n).ok() == meta.rev.checked_add(1) {
                                 meta.rev += 1;
                             }
-                            meta.touch = meta.touch.max(now);
+                            // Mirror save.lua: the touch moves when it is
+                            // due (always for an explicit touch).
+                            let interval = if self.touch_only {
+                                0
+                            } else {
+                                ctx.config.touch_interval_ms
+                            };
+                            if now.since(meta.touch) >= interval {
+                                meta.touch = meta.touch.max(now);
+                            }
                         }
                         session.mark_saved();
                         Outcome::Saved {

@@ -119,6 +119,15 @@ impl NewRecord {
     }
 }
 
+/// How a save treats the idle deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Slide it at most once per `touch_interval_ms`, as a load does.
+    Throttled,
+    /// Slide it now (an explicit touch).
+    Now,
+}
+
 /// `EVALSHA save` applying `sets` and `deletes` to the record at `key`.
 pub(crate) fn save_command(
     ctx: &Ctx,
@@ -126,12 +135,18 @@ pub(crate) fn save_command(
     sets: Vec<(String, String)>,
     deletes: Vec<String>,
     now: UnixMillis,
+    touch: Touch,
 ) -> Command {
     let idle = ctx.config.idle_timeout_ms;
+    let interval = match touch {
+        Touch::Throttled => ctx.config.touch_interval_ms,
+        Touch::Now => 0,
+    };
     let mut args = vec![
         now.0.to_string(),
         idle.to_string(),
         now.plus(idle).0.to_string(),
+        interval.to_string(),
         sets.len().to_string(),
     ];
     for (f, v) in sets {
