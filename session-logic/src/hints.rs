@@ -98,17 +98,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn remembers_loaded_touches_forgets_the_rest_and_stays_bounded() {
-        let engine = Engine::new(Config::default()).unwrap();
-        let mut mem = Memory::new();
+    /// A session with data, first written at NOW: its outcome and cookie pair.
+    fn created(engine: &Engine, mem: &mut Memory) -> (Outcome, String) {
         let mut s = engine.new_session();
         s.insert("a", json!(1)).unwrap();
-        let saved = run(
-            engine.save(s, Entropy([9; 32]), UnixMillis(NOW)),
-            &mut mem,
-            NOW,
-        );
+        let saved = run(engine.save(s, Entropy([9; 32]), UnixMillis(NOW)), mem, NOW);
         let cookie = saved
             .cookie()
             .unwrap()
@@ -116,6 +110,14 @@ mod tests {
             .next()
             .unwrap()
             .to_owned();
+        (saved, cookie)
+    }
+
+    #[test]
+    fn remembers_loaded_touches_forgets_the_rest_and_stays_bounded() {
+        let engine = Engine::new(Config::default()).unwrap();
+        let mut mem = Memory::new();
+        let (_, cookie) = created(&engine, &mut mem);
         let key = engine.session_key_for(Some(&cookie)).unwrap();
         let load = |mem: &mut Memory, cookie: &str| {
             run(
@@ -141,20 +143,7 @@ mod tests {
     fn a_session_written_under_a_new_id_is_remembered_by_its_key() {
         let engine = Engine::new(Config::default()).unwrap();
         let mut mem = Memory::new();
-        let mut s = engine.new_session();
-        s.insert("a", json!(1)).unwrap();
-        let created = run(
-            engine.save(s, Entropy([9; 32]), UnixMillis(NOW)),
-            &mut mem,
-            NOW,
-        );
-        let cookie = created
-            .cookie()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let (created, cookie) = created(&engine, &mut mem);
         let key = engine.written_key(&created).unwrap();
         assert_eq!(Some(&key), engine.session_key_for(Some(&cookie)).as_ref());
         let mut hints = TouchHints::new(4);

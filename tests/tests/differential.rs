@@ -1447,6 +1447,30 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+/// The case of `seed` under each clock model: the same config and actions
+/// (without entropy reuse under the wall clock, see the module docs).
+fn cases_of(seed: u64, variants: &[(&'static str, Json)], max_ops: usize) -> Vec<(Clock, Case)> {
+    let (variant, json) = variants[(seed % variants.len() as u64) as usize].clone();
+    let config: Config = serde_json::from_value(json).unwrap();
+    let mut rng = Rng::new(seed);
+    let actions = random_sequence(&mut rng, &config, max_ops);
+    [Clock::Virtual, Clock::Wall]
+        .into_iter()
+        .map(|clock| {
+            let case = Case {
+                seed,
+                variant,
+                config: config.clone(),
+                actions: match clock {
+                    Clock::Virtual => actions.clone(),
+                    Clock::Wall => without_entropy_reuse(&actions),
+                },
+            };
+            (clock, case)
+        })
+        .collect()
+}
+
 #[test]
 fn memory_backend_and_real_redis_agree_on_random_sequences() {
     let started = Instant::now();
@@ -1468,20 +1492,7 @@ fn memory_backend_and_real_redis_agree_on_random_sequences() {
     let mut coverage = Coverage::default();
     let mut failures: Vec<String> = Vec::new();
     for &seed in &seeds {
-        let (variant, json) = &variants[(seed % variants.len() as u64) as usize];
-        let config: Config = serde_json::from_value(json.clone()).unwrap();
-        let mut rng = Rng::new(seed);
-        let actions = random_sequence(&mut rng, &config, max_ops);
-        for clock in [Clock::Virtual, Clock::Wall] {
-            let case = Case {
-                seed,
-                variant,
-                config: config.clone(),
-                actions: match clock {
-                    Clock::Virtual => actions.clone(),
-                    Clock::Wall => without_entropy_reuse(&actions),
-                },
-            };
+        for (clock, case) in cases_of(seed, &variants, max_ops) {
             let Err(first) = run_case(
                 &case,
                 &case.actions,
@@ -1669,31 +1680,20 @@ fn deliberately_broken_scripts_are_caught() {
     let mut missed = Vec::new();
     for mutant in MUTANTS {
         let caught = (0..limit).find(|&seed| {
-            let (variant, json) = &variants[(seed % variants.len() as u64) as usize];
-            let config: Config = serde_json::from_value(json.clone()).unwrap();
-            let mut rng = Rng::new(seed);
-            let actions = random_sequence(&mut rng, &config, 30);
-            [Clock::Virtual, Clock::Wall].into_iter().any(|clock| {
-                let case = Case {
-                    seed,
-                    variant,
-                    config: config.clone(),
-                    actions: match clock {
-                        Clock::Virtual => actions.clone(),
-                        Clock::Wall => without_entropy_reuse(&actions),
-                    },
-                };
-                run_case_with(
-                    &case,
-                    &case.actions,
-                    clock,
-                    &mut conn,
-                    base,
-                    None,
-                    Some(mutant),
-                )
-                .is_err()
-            })
+            cases_of(seed, &variants, 30)
+                .into_iter()
+                .any(|(clock, case)| {
+                    run_case_with(
+                        &case,
+                        &case.actions,
+                        clock,
+                        &mut conn,
+                        base,
+                        None,
+                        Some(mutant),
+                    )
+                    .is_err()
+                })
         });
         match caught {
             Some(seed) => eprintln!("mutant caught by seed {seed}: {}", mutant.name),
