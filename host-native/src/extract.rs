@@ -356,15 +356,15 @@ impl Session {
         }
         if st.data.is_none() {
             let shared = &self.shared;
-            let ran = shared.metrics.load(
-                &shared.rules,
+            let load = shared.rules.load(
                 shared.cookie.as_deref(),
                 shared.client.as_deref(),
                 &shared.hints,
                 clock::now(),
                 shared.backend.as_ref(),
             );
-            let outcome = self.settle(&mut st, "load", ran.await)?;
+            let ran = shared.metrics.timed("load", load).await;
+            let outcome = self.settle(&mut st, "load", ran)?;
             if let Outcome::Loaded(data) = &outcome
                 && data.binding_mismatch()
             {

@@ -15,7 +15,6 @@ use session_logic::outcome::Absent;
 use session_logic::{Entropy, Error, Outcome, UnixMillis};
 
 use crate::executor::Backend;
-use crate::hints::TouchHints;
 use crate::rules::{Rules, RulesError};
 
 /// Upper bounds of the latency buckets, seconds.
@@ -66,25 +65,19 @@ impl Metrics {
         backend: &dyn Backend,
     ) -> Result<Outcome, RulesError> {
         let name = op.name();
-        let started = std::time::Instant::now();
-        let result = rules.run(op, now, entropy, backend).await;
-        self.record(name, &result, started.elapsed());
-        result
+        self.timed(name, rules.run(op, now, entropy, backend)).await
     }
 
-    /// [`Rules::load`], counted like [`Metrics::run`] counts a load.
-    pub async fn load(
+    /// Await `op` and count its result under `name` (e.g. a [`Rules::load`]
+    /// as "load").
+    pub async fn timed(
         &self,
-        rules: &Rules,
-        cookie_header: Option<&str>,
-        client: Option<&str>,
-        hints: &TouchHints,
-        now: UnixMillis,
-        backend: &dyn Backend,
+        name: &'static str,
+        op: impl Future<Output = Result<Outcome, RulesError>>,
     ) -> Result<Outcome, RulesError> {
         let started = std::time::Instant::now();
-        let result = rules.load(cookie_header, client, hints, now, backend).await;
-        self.record("load", &result, started.elapsed());
+        let result = op.await;
+        self.record(name, &result, started.elapsed());
         result
     }
 

@@ -140,28 +140,6 @@ impl Rules {
         self.engine.sid_hash(id)
     }
 
-    /// Run `op` to its outcome against `backend`. `entropy` is read only by
-    /// operations that mint IDs (save, regenerate): give those fresh OS
-    /// randomness ([`crate::clock::entropy`]).
-    pub async fn run(
-        &self,
-        op: VectorOp,
-        now: UnixMillis,
-        entropy: Entropy,
-        backend: &dyn Backend,
-    ) -> Result<Outcome, RulesError> {
-        match &self.kind {
-            Kind::Native => {
-                let op = conformance::start(&self.engine, op, now, entropy)?;
-                Ok(drive(op, backend).await?)
-            }
-            #[cfg(feature = "wasm-engine")]
-            Kind::Wasm(pool) => wasm::run(pool, &op, now, &entropy, backend).await,
-        }
-    }
-}
-
-impl Rules {
     /// Load the session a `Cookie` header names, its touch hint looked up in
     /// `hints` and the outcome remembered there. The native engine parses
     /// the cookie and hashes the ID once for all of it
@@ -197,6 +175,26 @@ impl Rules {
             hints.observe(key, outcome);
         }
         result
+    }
+
+    /// Run `op` to its outcome against `backend`. `entropy` is read only by
+    /// operations that mint IDs (save, regenerate): give those fresh OS
+    /// randomness ([`crate::clock::entropy`]).
+    pub async fn run(
+        &self,
+        op: VectorOp,
+        now: UnixMillis,
+        entropy: Entropy,
+        backend: &dyn Backend,
+    ) -> Result<Outcome, RulesError> {
+        match &self.kind {
+            Kind::Native => {
+                let op = conformance::start(&self.engine, op, now, entropy)?;
+                Ok(drive(op, backend).await?)
+            }
+            #[cfg(feature = "wasm-engine")]
+            Kind::Wasm(pool) => wasm::run(pool, &op, now, &entropy, backend).await,
+        }
     }
 }
 

@@ -30,8 +30,9 @@
 //!   delete then a create, with no rotation marker, so a parallel request
 //!   with the old cookie just finds no session.
 //! - **Expiry** is ours: the idle timeout slides on loads and saves alike
-//!   (at most once per touch interval) and the absolute lifetime caps it; tower-sessions' `Expiry` only shapes the
-//!   cookie, and the `expiry_date` a record is saved with is ignored.
+//!   (at most once per touch interval) and the absolute lifetime caps it;
+//!   tower-sessions' `Expiry` only shapes the cookie, and the `expiry_date`
+//!   a record is saved with is ignored.
 //! - No user binding, logout-everywhere or device list (the trait has no
 //!   notion of a user); no `Vary`/`Cache-Control` handling.
 

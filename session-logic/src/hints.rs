@@ -1,5 +1,6 @@
 //! Touch hints, the host side of [`Engine::load_hinted`]: a bounded map of
-//! session key → the `$touch` a load last found. `$touch` only moves
+//! session key → the `$touch` a load last found, or that a write under a new
+//! ID (a first write, a regenerate) just set. `$touch` only moves
 //! forward, so a remembered value is a lower bound, and while it is younger
 //! than the touch interval a load reads with a plain `HGETALL` instead of
 //! the load script. A missing or stale hint only means the script runs.
